@@ -1,0 +1,38 @@
+"""sheafsim: cellular-sheaf diffusion of neural networks, in process and on Ray.
+
+Bosca and Ghrist (arXiv:2603.14831) showed that a feedforward ReLU network is a
+cellular sheaf whose forward pass is the unique harmonic extension of the input.
+"""
+
+from sheafsim.dynamics import DiffusionResult, diffuse, initial_state
+from sheafsim.errors import (
+    ConfigError,
+    ConvergenceError,
+    InvalidValueError,
+    RuntimeFailure,
+    ShapeError,
+    SheafsimError,
+    StepSizeError,
+)
+from sheafsim.neural import EdgeInfo, ForwardPass, NeuralSheaf
+from sheafsim.pins import HardPin, SoftPin
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NeuralSheaf",
+    "ForwardPass",
+    "EdgeInfo",
+    "diffuse",
+    "initial_state",
+    "DiffusionResult",
+    "HardPin",
+    "SoftPin",
+    "SheafsimError",
+    "ShapeError",
+    "InvalidValueError",
+    "ConfigError",
+    "ConvergenceError",
+    "StepSizeError",
+    "RuntimeFailure",
+]

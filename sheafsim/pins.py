@@ -1,0 +1,174 @@
+"""Hard and soft pins on free vertices.
+
+A hard pin overwrites chosen coordinates of a vertex with target values after
+every step, turning them into boundary data. A soft pin adds the force
+``-gamma * (v - target)`` to the chosen coordinates, which is a penalty edge to a
+pinned target vertex. The equilibrium is the constrained least-squares harmonic
+extension, and constraints travel both up- and downstream (arXiv:2603.14831).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sheafsim.errors import InvalidValueError, ShapeError
+
+__all__ = ["HardPin", "SoftPin", "ResolvedPin", "resolve_pins"]
+
+
+@dataclass(frozen=True)
+class HardPin:
+    """Hold coordinates of a free vertex at fixed values.
+
+    Parameters
+    ----------
+    vertex : str
+        Vertex name, for example ``"z1"``, ``"a2"`` or ``"y_out"``.
+    coords : sequence of int, optional
+        Coordinates to pin; ``None`` pins the whole stalk.
+    value : float or array_like
+        A scalar, one value per coordinate (shape ``(n_coords,)``), or one value
+        per coordinate and sample (shape ``(n_coords, batch)``).
+    """
+
+    vertex: str
+    coords: Sequence[int] | None = None
+    value: Any = 0.0
+
+
+@dataclass(frozen=True)
+class SoftPin:
+    """Pull coordinates of a free vertex towards target values with strength gamma.
+
+    Adds ``-gamma * (v[coords] - value)`` to the heat force of ``vertex``.
+    ``value`` takes the same shapes as for :class:`HardPin`.
+    """
+
+    vertex: str
+    coords: Sequence[int] | None = None
+    value: Any = 0.0
+    gamma: float = 1.0
+
+
+@dataclass
+class ResolvedPin:
+    """A pin checked against a sheaf: coordinate indices and a (n, batch) target."""
+
+    vertex: str
+    index: np.ndarray
+    value: Any
+    gamma: float = 0.0
+    full: bool = False
+
+
+def _resolve_one(
+    pin: HardPin | SoftPin,
+    dims: dict[str, int],
+    batch: int,
+    xp: Any,
+    like: Any,
+) -> ResolvedPin:
+    if pin.vertex not in dims:
+        raise InvalidValueError(
+            f"cannot pin vertex {pin.vertex!r}; pins apply to free vertices "
+            f"{sorted(dims)}"
+        )
+    dim = dims[pin.vertex]
+    if pin.coords is None:
+        index = np.arange(dim)
+    else:
+        index = np.asarray(list(pin.coords), dtype=np.int64).reshape(-1)
+        bad = index[(index < 0) | (index >= dim)]
+        if bad.size:
+            raise ShapeError(
+                f"pin on {pin.vertex!r} names coordinate {int(bad[0])} but the stalk "
+                f"has dimension {dim}; use coordinates 0..{dim - 1}"
+            )
+        if len(np.unique(index)) != len(index):
+            raise InvalidValueError(
+                f"pin on {pin.vertex!r} repeats coordinates {index.tolist()}"
+            )
+    n = len(index)
+    value = np.asarray(pin.value, dtype=np.float64) if xp is np else pin.value
+    if value.ndim == 0:
+        target = np.full((n, batch), float(value)) if xp is np else None
+        if target is None:
+            target = xp.full(
+                (n, batch), float(value), dtype=like.dtype, device=like.device
+            )
+    elif value.ndim == 1 and value.shape[0] == n:
+        target = xp.broadcast_to(xp.reshape(xp.asarray(value), (n, 1)), (n, batch))
+    elif value.ndim == 2 and tuple(value.shape) in ((n, batch), (1, batch)):
+        target = xp.broadcast_to(xp.asarray(value), (n, batch))
+    else:
+        raise ShapeError(
+            f"pin value on {pin.vertex!r} has shape {tuple(value.shape)}; give a "
+            f"scalar, shape ({n},) for one value per coordinate, or ({n}, {batch}) "
+            "for one value per coordinate and sample"
+        )
+    if xp is np:
+        target = np.ascontiguousarray(target, dtype=like.dtype)
+    else:
+        target = xp.asarray(target, dtype=like.dtype, device=like.device)
+    if not bool(xp.all(xp.isfinite(target))):
+        raise InvalidValueError(f"pin value on {pin.vertex!r} is NaN or infinite")
+    gamma = float(getattr(pin, "gamma", 0.0))
+    if isinstance(pin, SoftPin) and not (gamma > 0 and np.isfinite(gamma)):
+        raise InvalidValueError(
+            f"soft pin on {pin.vertex!r} has gamma={pin.gamma}; gamma must be a "
+            "positive finite number"
+        )
+    return ResolvedPin(pin.vertex, index, target, gamma, full=(n == dim))
+
+
+def resolve_pins(
+    pins: Sequence[HardPin],
+    soft_pins: Sequence[SoftPin],
+    dims: dict[str, int],
+    batch: int,
+    xp: Any,
+    like: Any,
+) -> tuple[list[ResolvedPin], list[ResolvedPin]]:
+    """Check pins against the free stalk dimensions ``dims`` and a batch size.
+
+    Soft-pinned coordinates that are also hard-pinned are dropped with a warning,
+    because the hard pin overrides them.
+    """
+    hard = []
+    for pin in pins:
+        if not isinstance(pin, HardPin):
+            raise InvalidValueError(f"pins must be HardPin objects, got {pin!r}")
+        hard.append(_resolve_one(pin, dims, batch, xp, like))
+    soft = []
+    for soft_pin in soft_pins:
+        if not isinstance(soft_pin, SoftPin):
+            raise InvalidValueError(
+                f"soft_pins must be SoftPin objects, got {soft_pin!r}"
+            )
+        resolved = _resolve_one(soft_pin, dims, batch, xp, like)
+        held = {int(i) for h in hard if h.vertex == soft_pin.vertex for i in h.index}
+        keep = np.array([int(i) not in held for i in resolved.index], dtype=bool)
+        if not keep.all():
+            warnings.warn(
+                f"soft pin on {soft_pin.vertex!r} coordinates "
+                f"{resolved.index[~keep].tolist()} is ignored there because those "
+                "coordinates are hard-pinned",
+                stacklevel=3,
+            )
+            if not keep.any():
+                continue
+            rows = np.nonzero(keep)[0]
+            resolved = ResolvedPin(
+                resolved.vertex,
+                resolved.index[keep],
+                resolved.value[rows],
+                resolved.gamma,
+                full=False,
+            )
+        soft.append(resolved)
+    return hard, soft
