@@ -92,7 +92,7 @@ def sheaf_from_maps(
         if vertex not in dims:
             raise InvalidValueError(
                 f"cannot infer the stalk dimension of vertex {vertex!r} because it "
-                f"has no fixed restriction map; pass stalk_dims[{vertex!r}]"
+                f"has no fixed restriction map. Pass stalk_dims[{vertex!r}]."
             )
     return CellularSheaf(graph, dims, maps, edge_dims)
 

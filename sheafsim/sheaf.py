@@ -79,7 +79,7 @@ def _coerce_matrix(raw: Any, where: str, vertex: Hashable, dim: int) -> FixedMap
         array = np.asarray(raw)
         if array.dtype.kind not in "biuf":
             raise InvalidValueError(
-                f"{where} has dtype {array.dtype}; pass a real numeric matrix, "
+                f"{where} has dtype {array.dtype}. Pass a real numeric matrix, "
                 "a scipy.sparse matrix or a callable"
             )
         matrix = np.array(array, dtype=np.float64)
@@ -133,15 +133,15 @@ class CellularSheaf:
             raise TypeError(f"graph must be a networkx Graph or DiGraph, got {graph!r}")
         if graph.is_multigraph():
             raise InvalidValueError(
-                "multigraphs are not supported; merge parallel edges into one edge "
+                "multigraphs are not supported. Merge parallel edges into one edge "
                 "with a larger edge stalk"
             )
         if graph.number_of_nodes() == 0:
-            raise InvalidValueError("graph has no vertices; add at least one vertex")
+            raise InvalidValueError("graph has no vertices. Add at least one vertex.")
         for u, v in graph.edges:
             if u == v:
                 raise InvalidValueError(
-                    f"graph has a self-loop at vertex {u!r}; remove it, because a "
+                    f"graph has a self-loop at vertex {u!r}. Remove it, because a "
                     "cellular sheaf needs two distinct endpoints per edge"
                 )
         self._graph = graph
@@ -159,7 +159,7 @@ class CellularSheaf:
         for vertex in self._vertices:
             if vertex not in stalk_dims:
                 raise InvalidValueError(
-                    f"missing stalk dimension for vertex {vertex!r}; add it to "
+                    f"missing stalk dimension for vertex {vertex!r}. Add it to "
                     "stalk_dims"
                 )
             what = f"stalk_dims[{vertex!r}]"
@@ -218,7 +218,7 @@ class CellularSheaf:
             if (edge, vertex) in given:
                 raise InvalidValueError(
                     f"edge {edge!r} has two restriction maps at vertex {vertex!r} "
-                    "because both orientations of the edge were given; keep one"
+                    "because both orientations of the edge were given. Keep one."
                 )
             given[(edge, vertex)] = raw
 
@@ -228,7 +228,7 @@ class CellularSheaf:
                 if (edge, vertex) not in given:
                     raise InvalidValueError(
                         f"missing restriction map for edge {edge!r} at vertex "
-                        f"{vertex!r}; add maps[({edge!r}, {vertex!r})]"
+                        f"{vertex!r}. Add maps[({edge!r}, {vertex!r})]."
                     )
                 raw = given[(edge, vertex)]
                 if callable(raw):
@@ -263,8 +263,8 @@ class CellularSheaf:
                     if count != declared[edge]:
                         raise ShapeError(
                             f"restriction map on edge {edge!r} at vertex {vertex!r} "
-                            f"has {count} rows but edge_dims gives {declared[edge]}; "
-                            "make them agree"
+                            f"has {count} rows but edge_dims gives {declared[edge]}. "
+                            "Make them agree."
                         )
                 resolved[edge] = declared[edge]
             elif rows:
@@ -272,7 +272,7 @@ class CellularSheaf:
             else:
                 raise InvalidValueError(
                     f"cannot infer the stalk dimension of edge {edge!r} because both "
-                    f"its restriction maps are callables; pass edge_dims[{edge!r}]"
+                    f"its restriction maps are callables. Pass edge_dims[{edge!r}]."
                 )
         return resolved
 
@@ -349,13 +349,13 @@ class CellularSheaf:
             flat = _float_array(state, "state")
             if flat.ndim not in (1, 2) or flat.shape[0] != self._total_dim:
                 raise ShapeError(
-                    f"state has shape {flat.shape}; expected ({self._total_dim},) "
+                    f"state has shape {flat.shape}, expected ({self._total_dim},) "
                     "or a dict vertex -> value"
                 )
             value = flat[self.vertex_slice(vertex)]
         if value.shape not in ((dim,), (dim, 1)):
             raise ShapeError(
-                f"state value of {vertex!r} has shape {value.shape}; expected "
+                f"state value of {vertex!r} has shape {value.shape}, expected "
                 f"({dim},) because maps are evaluated at one sample"
             )
         return value.reshape(dim)
@@ -369,7 +369,7 @@ class CellularSheaf:
         if matrix.shape[0] != self._edge_dims[edge]:
             raise ShapeError(
                 f"{where} returned shape {matrix.shape} but edge {edge!r} has "
-                f"dimension {self._edge_dims[edge]}; return a matrix with "
+                f"dimension {self._edge_dims[edge]}. Return a matrix with "
                 f"{self._edge_dims[edge]} rows"
             )
         return matrix
@@ -393,18 +393,21 @@ class CellularSheaf:
         Returns
         -------
         numpy.ndarray or scipy.sparse.csr_array
-            Read-only float matrix of shape (d_e, d_v). Sparse input stays sparse.
+            Float matrix of shape (d_e, d_v). Dense maps are returned read-only,
+            and sparse maps as a copy in csr format.
         """
         edge = self._normalise_edge(edge)
         if vertex not in edge:
             raise InvalidValueError(f"{vertex!r} is not an endpoint of edge {edge!r}")
         rmap = self._maps[(edge, vertex)]
+        if sp.issparse(rmap):
+            return rmap.copy()
         if not callable(rmap):
             return rmap
         if state is None:
             raise InvalidValueError(
                 f"restriction map on edge {edge!r} at vertex {vertex!r} depends on "
-                f"the state; pass state with a value for {vertex!r}"
+                f"the state. Pass state with a value for {vertex!r}."
             )
         return self._evaluate(edge, vertex, self._vertex_state(state, vertex))
 
@@ -472,7 +475,7 @@ class CellularSheaf:
             flat = _float_array(x, what)
             if flat.ndim not in (1, 2) or flat.shape[0] != self._total_dim:
                 raise ShapeError(
-                    f"{what} has shape {flat.shape}; expected ({self._total_dim},) or "
+                    f"{what} has shape {flat.shape}, expected ({self._total_dim},) or "
                     f"({self._total_dim}, batch), or a dict vertex -> value"
                 )
             columns = flat.reshape(self._total_dim, -1)
@@ -492,20 +495,20 @@ class CellularSheaf:
             shapes = {block.shape[1:] for block in blocks}
             if len(shapes) > 1:
                 raise ShapeError(
-                    f"{what} mixes batch shapes {sorted(shapes)}; give every vertex "
+                    f"{what} mixes batch shapes {sorted(shapes)}. Give every vertex "
                     "a (d_v,) array or every vertex a (d_v, batch) array"
                 )
             for vertex, block in zip(self._vertices, blocks, strict=True):
                 dim = self._stalk_dims[vertex]
                 if block.ndim not in (1, 2) or block.shape[0] != dim:
                     raise ShapeError(
-                        f"{what}[{vertex!r}] has shape {block.shape}; expected "
+                        f"{what}[{vertex!r}] has shape {block.shape}, expected "
                         f"({dim},) or ({dim}, batch)"
                     )
             columns = np.vstack([block.reshape(block.shape[0], -1) for block in blocks])
             one_sample = blocks[0].ndim == 1
         if columns.shape[1] == 0:
-            raise ShapeError(f"{what} has a batch of 0 columns; pass at least one")
+            raise ShapeError(f"{what} has a batch of 0 columns. Pass at least one.")
         return columns, one_sample
 
     def _split_blocks(self, columns: FloatArray) -> dict[Hashable, FloatArray]:
@@ -648,8 +651,8 @@ class CellularSheaf:
             if isinstance(given, tuple):
                 if len(given) != 2:
                     raise InvalidValueError(
-                        f"{what} is a tuple of length {len(given)}; a tuple must be "
-                        "(coords, values). Pass full values as a list or array."
+                        f"{what} is a tuple of length {len(given)}, but a tuple "
+                        "must be (coords, values). Pass full values as a list or array."
                     )
                 boundary[vertex] = given[0]
                 self.split_coordinates({vertex: given[0]})
@@ -665,7 +668,7 @@ class CellularSheaf:
                 values = _float_array(given, what)
             if values.ndim not in (1, 2) or values.shape[0] != coords.size:
                 raise ShapeError(
-                    f"{what} has shape {values.shape}; expected ({coords.size},) or "
+                    f"{what} has shape {values.shape}, expected ({coords.size},) or "
                     f"({coords.size}, batch), one row per boundary coordinate"
                 )
             if not np.all(np.isfinite(values)):
@@ -675,12 +678,12 @@ class CellularSheaf:
         shapes = {values.shape[1:] for _, _, values in placed}
         if len(shapes) > 1:
             raise ShapeError(
-                f"boundary_values mixes batch shapes {sorted(shapes)}; give every "
+                f"boundary_values mixes batch shapes {sorted(shapes)}. Give every "
                 "vertex 1-D values or every vertex values with the same batch"
             )
-        batch = (
-            placed[0][2].reshape(placed[0][2].shape[0], -1).shape[1] if placed else 1
-        )
+        batch = 1
+        if placed and placed[0][2].ndim == 2:
+            batch = placed[0][2].shape[1]
         if batch == 0:
             raise ShapeError("boundary_values has a batch of 0 columns")
         columns = np.zeros((self._total_dim, batch))
@@ -698,7 +701,7 @@ class CellularSheaf:
 
         Solves x_Ω = -L[Ω, Ω]⁻¹ L[Ω, U] u with a sparse LU factorisation, for all
         batch columns at once. The extension is unique iff L[Ω, Ω] is positive
-        definite, which holds iff the relative cohomology H⁰(G, U; F) is zero.
+        definite, which is true iff the relative cohomology H⁰(G, U; F) is zero.
 
         Parameters
         ----------
@@ -729,12 +732,9 @@ class CellularSheaf:
             rhs = -(coupling @ columns[pinned])
             solution = _solve_positive_definite(free_block, rhs)
             columns[free] = solution
-        return {
-            v: columns[self.vertex_slice(v), 0]
-            if one_sample
-            else columns[self.vertex_slice(v)]
-            for v in self._vertices
-        }
+        if one_sample:
+            return {v: columns[self.vertex_slice(v), 0] for v in self._vertices}
+        return {v: columns[self.vertex_slice(v)] for v in self._vertices}
 
     # -------------------------------------------------------------- cohomology
 
@@ -789,8 +789,9 @@ def _solve_positive_definite(matrix: sp.csr_array, rhs: FloatArray) -> FloatArra
     )
     try:
         # Diagonal pivots in a symmetric ordering make this an LDLᵀ-type
-        # factorisation. Every pivot is then a diagonal entry of a Schur complement
-        # and is at least the smallest eigenvalue of the matrix.
+        # factorisation. In exact arithmetic every pivot is then a diagonal entry of
+        # a Schur complement, so it is at least the smallest eigenvalue of the
+        # matrix, and a pivot near zero means the matrix is singular or nearly so.
         factor = splu(
             sp.csc_array(matrix),
             permc_spec="MMD_AT_PLUS_A",
