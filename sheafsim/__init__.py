@@ -4,6 +4,14 @@ Bosca and Ghrist (arXiv:2603.14831) showed that a feedforward ReLU network is a
 cellular sheaf whose forward pass is the unique harmonic extension of the input.
 """
 
+from sheafsim.certificates import (
+    Certificate,
+    as_cellular_sheaf,
+    certify,
+    extreme_eigenvalues,
+    free_coboundary,
+    free_laplacian,
+)
 from sheafsim.dynamics import DiffusionResult, diffuse, initial_state
 from sheafsim.errors import (
     ConfigError,
@@ -16,10 +24,26 @@ from sheafsim.errors import (
 )
 from sheafsim.neural import EdgeInfo, ForwardPass, NeuralSheaf
 from sheafsim.pins import HardPin, SoftPin
+from sheafsim.sheaf import (
+    CellularSheaf,
+    constant_sheaf,
+    random_orthogonal_sheaf,
+    sheaf_from_maps,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CellularSheaf",
+    "constant_sheaf",
+    "sheaf_from_maps",
+    "random_orthogonal_sheaf",
+    "certify",
+    "Certificate",
+    "as_cellular_sheaf",
+    "free_coboundary",
+    "free_laplacian",
+    "extreme_eigenvalues",
     "NeuralSheaf",
     "ForwardPass",
     "EdgeInfo",

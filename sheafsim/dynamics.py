@@ -260,10 +260,14 @@ def diffuse(
     max_change = math.inf
     start = time.perf_counter()
     for steps in range(1, int(max_steps) + 1):
+        previous = values
         values, max_change, masks = stepper.step(system, values)
         if not pin_initial_state and steps == 1:
+            # The unpinned start served the first force evaluation only; pin the
+            # old state too, because momentum integrators keep it.
             max_change = max(max_change, _pin_change(xp, names, values, hard))
             _apply_hard_pins(names, values, hard)
+            _apply_hard_pins(names, previous, hard)
         if record_crossings:
             if previous_masks is not None:
                 _collect_crossings(xp, steps - 1, previous_masks, masks, crossings)

@@ -179,7 +179,6 @@ class NeuralSheaf:
             int(w.shape[0]) for w in self.weights
         ]
 
-    # -- constructors -------------------------------------------------------
 
     @classmethod
     def random(
@@ -285,6 +284,7 @@ class NeuralSheaf:
         ``NeuralSheaf.to(None, dtype=torch.float64, device="cpu")`` gives torch
         weights; ``to("numpy")`` converts back to float64 numpy arrays.
         """
+        conv: tuple[list[Any], list[Any]]
         if like == "numpy":
             from sheafsim._backend import to_numpy
 
@@ -301,7 +301,6 @@ class NeuralSheaf:
             )
         return NeuralSheaf(conv[0], conv[1], output=self.output)  # type: ignore[arg-type]
 
-    # -- structure ----------------------------------------------------------
 
     @property
     def depth(self) -> int:
@@ -370,7 +369,6 @@ class NeuralSheaf:
             f"unknown vertex {vertex!r}; this network has vertices {self.vertices}"
         )
 
-    # -- forward pass -------------------------------------------------------
 
     def check_input(self, x: Any) -> Any:
         """Validate ``x`` and return it with shape ``(n_0, batch)``.
