@@ -30,11 +30,13 @@ from sheafsim.sheaf import (
     random_orthogonal_sheaf,
     sheaf_from_maps,
 )
+from sheafsim.sheaf_diffusion import diffuse_sheaf
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CellularSheaf",
+    "diffuse_sheaf",
     "constant_sheaf",
     "sheaf_from_maps",
     "random_orthogonal_sheaf",

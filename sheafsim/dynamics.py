@@ -74,7 +74,7 @@ class DiffusionResult:
 
     status: str
     steps: int
-    state: dict[str, Any]
+    state: dict[Any, Any]
     output: Any
     max_update: float
     trace: dict[str, list]
@@ -251,7 +251,59 @@ def diffuse(
     recorder = _Recorder(system, record_every, set(int(s) for s in record_at))
     recorder.record(0, values)
 
-    # Main loop: one integrator step, then the stopping rule on its change.
+    run = _integrate(
+        system,
+        stepper,
+        values,
+        recorder,
+        tol=tol,
+        min_steps=int(min_steps),
+        max_steps=int(max_steps),
+        advice=f"lower dt (now {dt}) or alpha (now {alpha})",
+        pin_initial_state=pin_initial_state,
+        record_crossings=record_crossings,
+    )
+    status, message, steps, values, max_change, crossing_array, wall = run
+
+    final = {"x": x}
+    final.update(dict(zip(names, values, strict=True)))
+    output = final["y_out"] if net.has_output_vertex else final[f"z{net.depth + 1}"]
+    result = DiffusionResult(
+        status=status,
+        steps=steps,
+        state=final,
+        output=output,
+        max_update=float(max_change),
+        trace=recorder.trace,
+        crossings=crossing_array,
+        wall_time_s=wall,
+        message=message,
+        integrator=integrator,
+    )
+    if raise_on_failure and status != "converged":
+        raise ConvergenceError(f"diffusion did not converge: {message}", status=status)
+    return result
+
+
+def _integrate(
+    system: Any,
+    stepper: Any,
+    values: list[Any],
+    recorder: _Recorder,
+    *,
+    tol: float,
+    min_steps: int,
+    max_steps: int,
+    advice: str,
+    pin_initial_state: bool,
+    record_crossings: bool,
+) -> tuple[str, str, int, list[Any], float, np.ndarray, float]:
+    """Run the integration loop with the stopping rule of :func:`diffuse`.
+
+    Returns status, message, steps, final values, last max change, crossings
+    and wall time.
+    """
+    xp, names, hard = system.xp, system.names, system.hard_pins
     status, message = "max_steps", f"reached max_steps={max_steps}"
     first_change = None
     crossings: list[np.ndarray] = []
@@ -259,7 +311,7 @@ def diffuse(
     steps = 0
     max_change = math.inf
     start = time.perf_counter()
-    for steps in range(1, int(max_steps) + 1):
+    for steps in range(1, max_steps + 1):
         previous = values
         values, max_change, masks = stepper.step(system, values)
         if not pin_initial_state and steps == 1:
@@ -283,7 +335,7 @@ def diffuse(
             status = "diverged"
             message = (
                 f"the one-step change grew to {max_change:.3g} at step {steps}; "
-                f"lower dt (now {dt}) or alpha (now {alpha})"
+                + advice
             )
             break
         if steps >= min_steps and max_change < tol:
@@ -296,28 +348,10 @@ def diffuse(
             _collect_crossings(xp, steps, previous_masks, final_masks, crossings)
     recorder.record(steps, values, force=True)
     logger.debug("diffusion ended: %s after %d steps", status, steps)
-
-    final = {"x": x}
-    final.update(dict(zip(names, values, strict=True)))
-    output = final["y_out"] if net.has_output_vertex else final[f"z{net.depth + 1}"]
     crossing_array = (
         np.concatenate(crossings) if crossings else np.zeros((0, 4), dtype=np.int64)
     )
-    result = DiffusionResult(
-        status=status,
-        steps=steps,
-        state=final,
-        output=output,
-        max_update=float(max_change),
-        trace=recorder.trace,
-        crossings=crossing_array,
-        wall_time_s=wall,
-        message=message,
-        integrator=integrator,
-    )
-    if raise_on_failure and status != "converged":
-        raise ConvergenceError(f"diffusion did not converge: {message}", status=status)
-    return result
+    return status, message, steps, values, max_change, crossing_array, wall
 
 
 def _apply_hard_pins(
@@ -374,6 +408,7 @@ class _NeuralSystem:
         self.first_affine = net.weights[0] @ x + net.biases[0]
         position = {v: i for i, v in enumerate(names)}
         self.hard = [(position[p.vertex], p) for p in hard]
+        self.hard_pins = hard
         self.soft = [(position[p.vertex], p) for p in soft]
         self.last_masks: list[Any] = []
 

@@ -68,7 +68,7 @@ class ResolvedPin:
 
 def _resolve_one(
     pin: HardPin | SoftPin,
-    dims: dict[str, int],
+    dims: dict[Any, int],
     batch: int,
     xp: Any,
     like: Any,
@@ -129,7 +129,7 @@ def _resolve_one(
 def resolve_pins(
     pins: Sequence[HardPin],
     soft_pins: Sequence[SoftPin],
-    dims: dict[str, int],
+    dims: dict[Any, int],
     batch: int,
     xp: Any,
     like: Any,
