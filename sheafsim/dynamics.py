@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -163,6 +163,7 @@ def diffuse(
     record_crossings: bool = True,
     check_step: bool = True,
     raise_on_failure: bool = False,
+    progress: Callable[[int, float, float], None] | None = None,
 ) -> DiffusionResult:
     """Diffuse the neural sheaf from an initial state until it settles.
 
@@ -210,6 +211,8 @@ def diffuse(
     raise_on_failure : bool
         Raise :class:`~sheafsim.errors.ConvergenceError` unless the run
         converged, instead of returning the status.
+    progress : callable, optional
+        Called as ``progress(step, max_change, elapsed_s)`` about once a second.
 
     Returns
     -------
@@ -262,6 +265,7 @@ def diffuse(
         advice=f"lower dt (now {dt}) or alpha (now {alpha})",
         pin_initial_state=pin_initial_state,
         record_crossings=record_crossings,
+        progress=progress,
     )
     status, message, steps, values, max_change, crossing_array, wall = run
 
@@ -297,6 +301,7 @@ def _integrate(
     advice: str,
     pin_initial_state: bool,
     record_crossings: bool,
+    progress: Callable[[int, float, float], None] | None = None,
 ) -> tuple[str, str, int, list[Any], float, np.ndarray, float]:
     """Run the integration loop with the stopping rule of :func:`diffuse`.
 
@@ -311,6 +316,7 @@ def _integrate(
     steps = 0
     max_change = math.inf
     start = time.perf_counter()
+    next_progress = start + 1.0
     for steps in range(1, max_steps + 1):
         previous = values
         values, max_change, masks = stepper.step(system, values)
@@ -341,6 +347,11 @@ def _integrate(
         if steps >= min_steps and max_change < tol:
             status, message = "converged", f"max one-step change {max_change:.3g} < tol"
             break
+        if progress is not None and steps % 50 == 0:
+            now = time.perf_counter()
+            if now >= next_progress:
+                progress(steps, max_change, now - start)
+                next_progress = now + 1.0
     wall = time.perf_counter() - start
     if record_crossings and status in ("converged", "max_steps"):
         final_masks = system.masks(values)

@@ -28,6 +28,7 @@ point of an oscillation.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 __all__ = ["INTEGRATORS", "make_integrator", "stability_limit"]
@@ -55,7 +56,15 @@ def stability_limit(integrator: str, momentum: float | None = None) -> float:
 
 
 def _max_abs(xp: Any, arrays: list[Any]) -> float:
-    return max(float(xp.max(xp.abs(a))) for a in arrays)
+    # max|a| as max(max a, -min a) avoids allocating |a| on the hot path.
+    # Python's max() drops NaN, so NaN is returned explicitly.
+    largest = 0.0
+    for a in arrays:
+        top, bottom = float(a.max()), float(a.min())
+        if top != top or bottom != bottom:
+            return math.nan
+        largest = max(largest, top, -bottom)
+    return largest
 
 
 class _Euler:

@@ -1,0 +1,164 @@
+"""Command line: ``sheafsim run CONFIG.toml`` and ``sheafsim bench``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sheafsim.errors import SheafsimError
+
+__all__ = ["main"]
+
+
+def _parse_value(text: str) -> Any:
+    # Values of --set are TOML literals; bare words are strings.
+    import tomllib
+
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+class _ProgressPrinter:
+    """Prints step, max change, rate and elapsed time on one terminal line."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.last_step = 0
+        self.last_time = time.perf_counter()
+
+    def __call__(self, step: int, max_change: float, elapsed: float) -> None:
+        now = time.perf_counter()
+        rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+        self.last_step, self.last_time = step, now
+        self.stream.write(
+            f"\rstep {step:>8d}  max change {max_change:9.3e}  "
+            f"{rate:8.0f} steps/s  elapsed {elapsed:7.1f} s"
+        )
+        self.stream.flush()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sheafsim.config import load_config
+    from sheafsim.experiment import run_experiment
+
+    overrides = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise SheafsimError(
+                f"--set {item!r} is invalid; write --set table.key=value, for "
+                "example --set diffusion.tol=1e-8"
+            )
+        overrides[key.strip()] = _parse_value(value.strip())
+    if args.address is not None:
+        overrides["runtime.address"] = args.address
+    config = load_config(args.config, overrides)
+    printer = None if args.quiet else _ProgressPrinter(sys.stderr)
+
+    def log(message: str) -> None:
+        if not args.quiet:
+            print(message, file=sys.stderr)
+
+    summary = run_experiment(config, args.output, progress=printer, log=log)
+    if printer is not None and printer.last_step:
+        sys.stderr.write("\n")
+    directory = args.output or config.output.directory
+    keys = [
+        "status",
+        "steps",
+        "wall_time_s",
+        "final_energy",
+        "max_abs_error_vs_forward",
+        "max_abs_error_vs_predict_proba",
+        "test_accuracy",
+        "n_actors",
+    ]
+    print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=2))
+    print(f"run directory: {directory}", file=sys.stderr)
+    return 0 if summary["status"] == "converged" else 3
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from sheafsim.bench import run_benchmarks, write_report
+
+    command = "sheafsim bench" + (" --quick" if args.quick else "")
+    if args.only:
+        command += " " + " ".join(f"--only {name}" for name in args.only)
+    results = run_benchmarks(
+        args.only, quick=args.quick, progress=lambda m: print(m, file=sys.stderr)
+    )
+    for result in results:
+        print(f"\n{result.title}")
+        print(" | ".join(result.columns))
+        for row in result.rows:
+            print(" | ".join(str(cell) for cell in row))
+    write_report(results, Path(args.output), command)
+    print(f"\nwrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``sheafsim`` command."""
+    parser = argparse.ArgumentParser(
+        prog="sheafsim",
+        description="Cellular-sheaf diffusion of neural networks on Ray vertex actors.",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log at INFO level"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run an experiment configuration (TOML)")
+    run.add_argument("config", help="path of the TOML experiment configuration")
+    run.add_argument("--output", help="run directory (overrides output.directory)")
+    run.add_argument(
+        "--address",
+        help="Ray cluster to join: 'auto' or 'ray://host:port' (default: start a "
+        "local Ray on this machine)",
+    )
+    run.add_argument(
+        "--set",
+        action="append",
+        metavar="TABLE.KEY=VALUE",
+        help="override one configuration value, e.g. --set data.samples=200",
+    )
+    run.add_argument("--quiet", action="store_true", help="print only the summary")
+    run.set_defaults(handler=_run)
+
+    bench = commands.add_parser(
+        "bench", help="run benchmarks, write docs/benchmarks.md"
+    )
+    bench.add_argument("--quick", action="store_true", help="fewer steps and cases")
+    bench.add_argument(
+        "--only", action="append", metavar="NAME", help="run only this benchmark"
+    )
+    bench.add_argument(
+        "--output", default="docs/benchmarks.md", help="Markdown report to update"
+    )
+    bench.set_defaults(handler=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``sheafsim`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args))
+    except SheafsimError as error:
+        print(f"sheafsim: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

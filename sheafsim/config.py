@@ -1,0 +1,271 @@
+"""TOML experiment configurations for ``sheafsim run``.
+
+A configuration has five tables; every key is optional except where noted::
+
+    [network]                # where the network comes from
+    source = "sklearn"       # "sklearn" (fit on a data set), "random" or "npz"
+    dataset = "digits"       # sklearn: data set to fit on
+    hidden_layers = [64]     # sklearn: hidden_layer_sizes
+    max_iter = 500           # sklearn: training iterations
+    widths = [2, 30, 1]      # random: layer widths
+    output = "identity"      # random: output activation
+    path = "weights.npz"     # npz: W1, b1, W2, b2, ... and optionally output
+    seed = 0
+
+    [data]
+    dataset = "digits"       # "digits" or "random"
+    samples = "all"          # "all" or a number of samples (the first ones)
+
+    [diffusion]
+    init = "random"          # "random", "zeros" or "forward_pass"
+    seed = 0
+    alpha = 1.0
+    dt = "auto"              # a number, or "auto" for 90% of the stable step
+    tol = 1e-9
+    min_steps = 5
+    max_steps = 100000
+    integrator = "euler"     # "euler", "nesterov" or "heavy_ball"
+    output_mode = "jacobian"
+
+    [runtime]
+    backend = "actors"       # "actors" (Ray vertex actors) or "inprocess"
+    schedule = "sync"
+    report_every = 10
+    address = ""             # "" starts a local Ray; "auto" or "ray://host:port"
+    num_cpus = 0             # local Ray only; 0 lets Ray use the whole machine
+
+    [output]
+    directory = "runs/digits"
+
+Unknown tables or keys and values of the wrong type raise
+:class:`~sheafsim.errors.ConfigError` naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from sheafsim.errors import ConfigError
+
+__all__ = [
+    "ExperimentConfig",
+    "NetworkConfig",
+    "DataConfig",
+    "DiffusionConfig",
+    "RuntimeConfig",
+    "OutputConfig",
+    "load_config",
+]
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Source of the network: a fitted scikit-learn model, random weights or npz."""
+
+    source: str = "sklearn"
+    dataset: str = "digits"
+    hidden_layers: list[int] = field(default_factory=lambda: [64])
+    max_iter: int = 500
+    widths: list[int] = field(default_factory=lambda: [2, 30, 1])
+    output: str = "identity"
+    path: str = ""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Inputs to diffuse."""
+
+    dataset: str = "digits"
+    samples: int | str = "all"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Settings of the heat equation; see :func:`sheafsim.diffuse`."""
+
+    init: str = "random"
+    seed: int = 0
+    alpha: float = 1.0
+    dt: float | str = "auto"
+    tol: float = 1e-9
+    min_steps: int = 5
+    max_steps: int = 100_000
+    integrator: str = "euler"
+    output_mode: str = "jacobian"
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Where the diffusion runs."""
+
+    backend: str = "actors"
+    schedule: str = "sync"
+    report_every: int = 10
+    address: str = ""
+    num_cpus: int = 0
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where the run directory goes."""
+
+    directory: str = "runs/run"
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment, as read from a TOML file."""
+
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    source_path: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved configuration as plain data."""
+        return asdict(self)
+
+
+_TABLES = {
+    "network": NetworkConfig,
+    "data": DataConfig,
+    "diffusion": DiffusionConfig,
+    "runtime": RuntimeConfig,
+    "output": OutputConfig,
+}
+
+_CHOICES = {
+    ("network", "source"): ("sklearn", "random", "npz"),
+    ("network", "dataset"): ("digits",),
+    ("network", "output"): ("identity", "sigmoid", "softmax"),
+    ("data", "dataset"): ("digits", "random"),
+    ("diffusion", "init"): ("random", "zeros", "forward_pass"),
+    ("diffusion", "integrator"): ("euler", "nesterov", "heavy_ball"),
+    ("diffusion", "output_mode"): ("jacobian", "identity"),
+    ("runtime", "backend"): ("actors", "inprocess"),
+    ("runtime", "schedule"): ("sync",),
+}
+
+
+def _check_type(value: Any, annotation: str, where: str) -> Any:
+    """Check ``value`` against a field annotation written as a string."""
+    allowed = {
+        "int": (int,),
+        "float": (int, float),
+        "str": (str,),
+        "list[int]": (list,),
+        "int | str": (int, str),
+        "float | str": (int, float, str),
+    }[annotation]
+    if isinstance(value, bool) or not isinstance(value, allowed):
+        raise ConfigError(
+            f"{where} must be of type {annotation}, got {type(value).__name__} "
+            f"{value!r}"
+        )
+    if isinstance(value, list) and not all(
+        isinstance(item, int) and not isinstance(item, bool) and item > 0
+        for item in value
+    ):
+        raise ConfigError(f"{where} must be a list of positive integers, got {value!r}")
+    if annotation == "float" and isinstance(value, int | float):
+        return float(value)
+    return value
+
+
+def _build_table(name: str, raw: Any, path: str) -> Any:
+    cls = _TABLES[name]
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{name}] in {path} must be a table, got {raw!r}")
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        where = f"{name}.{key} in {path}"
+        if key not in known:
+            raise ConfigError(
+                f"unknown key {name}.{key} in {path}; valid keys of [{name}] are "
+                f"{sorted(known)}"
+            )
+        value = _check_type(value, str(known[key].type), where)
+        choices = _CHOICES.get((name, key))
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{where} is {value!r}; choose one of {list(choices)}")
+        values[key] = value
+    table = cls(**values)
+    _check_values(name, table, path)
+    return table
+
+
+def _check_values(name: str, table: Any, path: str) -> None:
+    def fail(key: str, rule: str) -> None:
+        raise ConfigError(
+            f"{name}.{key} in {path} is {getattr(table, key)!r}; it must be {rule}"
+        )
+
+    if name == "diffusion":
+        for key in ("alpha", "tol"):
+            if not getattr(table, key) > 0:
+                fail(key, "positive")
+        if isinstance(table.dt, str):
+            if table.dt != "auto":
+                fail("dt", 'a positive number or "auto"')
+        elif not table.dt > 0:
+            fail("dt", 'a positive number or "auto"')
+        if table.max_steps < 1:
+            fail("max_steps", ">= 1")
+        if table.min_steps < 0:
+            fail("min_steps", ">= 0")
+    if name == "data" and isinstance(table.samples, str) and table.samples != "all":
+        fail("samples", '"all" or a positive integer')
+    if name == "data" and isinstance(table.samples, int) and table.samples < 1:
+        fail("samples", '"all" or a positive integer')
+    if name == "runtime" and table.report_every < 1:
+        fail("report_every", ">= 1")
+    if name == "runtime" and table.num_cpus < 0:
+        fail("num_cpus", ">= 0")
+
+
+def load_config(
+    path: str | Path, overrides: dict[str, Any] | None = None
+) -> ExperimentConfig:
+    """Read and validate a TOML experiment configuration.
+
+    Parameters
+    ----------
+    path : str or Path
+        The TOML file.
+    overrides : dict, optional
+        ``{"table.key": value}`` pairs applied on top of the file, for example
+        from the command line.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, is not valid TOML, or has an unknown key or a
+        value of the wrong type or range.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    for dotted, value in (overrides or {}).items():
+        table, _, key = dotted.partition(".")
+        raw.setdefault(table, {})[key] = value
+    unknown = sorted(set(raw) - set(_TABLES))
+    if unknown:
+        raise ConfigError(
+            f"unknown table [{unknown[0]}] in {path}; valid tables are {list(_TABLES)}"
+        )
+    tables = {
+        name: _build_table(name, raw.get(name, {}), str(path)) for name in _TABLES
+    }
+    return ExperimentConfig(**tables, source_path=str(path))

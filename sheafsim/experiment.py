@@ -1,0 +1,290 @@
+"""Run an experiment configuration end to end and write its run directory.
+
+The run directory holds ``config.json`` (the resolved configuration),
+``summary.json`` (status, steps, wall time, errors against the forward pass and
+against the source model) and ``outputs.npy`` (the final output stalk, shape
+``(n_out, samples)``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sheafsim.config import ExperimentConfig
+from sheafsim.dynamics import diffuse, initial_state
+from sheafsim.errors import ConfigError, RuntimeFailure
+from sheafsim.integrators import stability_limit
+from sheafsim.neural import NeuralSheaf
+from sheafsim.stepsize import estimate_lambda_max
+
+__all__ = ["Experiment", "prepare", "run_experiment"]
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, float, float], None]
+
+
+@dataclass
+class Experiment:
+    """A network, its inputs and what the outputs should equal."""
+
+    net: NeuralSheaf
+    x: np.ndarray
+    reference: np.ndarray | None
+    info: dict[str, Any]
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    # Pixel intensities 0..16 scaled to [0, 1].
+    return data.data / 16.0, data.target
+
+
+def prepare(config: ExperimentConfig) -> Experiment:
+    """Build the network and the input columns that ``config`` describes."""
+    network, data = config.network, config.data
+    info: dict[str, Any] = {}
+    model = None
+    if network.source == "sklearn":
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.model_selection import train_test_split
+        from sklearn.neural_network import MLPClassifier
+
+        features, labels = _digits()
+        train_x, test_x, train_y, test_y = train_test_split(
+            features, labels, test_size=0.25, random_state=network.seed, stratify=labels
+        )
+        model = MLPClassifier(
+            hidden_layer_sizes=tuple(network.hidden_layers),
+            activation="relu",
+            max_iter=network.max_iter,
+            random_state=network.seed,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(train_x, train_y)
+        info["test_accuracy"] = float(model.score(test_x, test_y))
+        info["train_samples"] = len(train_y)
+        net = NeuralSheaf.from_sklearn(model)
+    elif network.source == "random":
+        output: Any = network.output
+        net = NeuralSheaf.random(network.widths, seed=network.seed, output=output)
+    else:
+        net = _load_npz(network.path, config.source_path)
+
+    if data.dataset == "digits":
+        features, _ = _digits()
+        if features.shape[1] != net.widths[0]:
+            raise ConfigError(
+                f"data.dataset 'digits' has 64 features but the network expects "
+                f"{net.widths[0]} inputs; use data.dataset = 'random'"
+            )
+        x = features.T
+    else:
+        count = 256 if data.samples == "all" else int(data.samples)
+        x = np.random.default_rng(data.seed).normal(size=(net.widths[0], count))
+    if isinstance(data.samples, int):
+        x = x[:, : data.samples]
+    reference = None
+    if model is not None and data.dataset == "digits":
+        reference = model.predict_proba(x.T).T
+    info["samples"] = int(x.shape[1])
+    info["widths"] = net.widths
+    info["output"] = net.output
+    return Experiment(net, np.ascontiguousarray(x), reference, info)
+
+
+def _load_npz(path: str, config_path: str) -> NeuralSheaf:
+    resolved = Path(path)
+    if not resolved.is_absolute() and config_path:
+        resolved = Path(config_path).parent / resolved
+    if not resolved.exists():
+        raise ConfigError(f"network.path {path!r} in {config_path} not found")
+    with np.load(resolved) as archive:
+        layers = sorted(
+            int(key[1:])
+            for key in archive.files
+            if key.startswith("W") and key[1:].isdigit()
+        )
+        if not layers or layers != list(range(1, len(layers) + 1)):
+            raise ConfigError(
+                f"{resolved} must contain arrays W1, b1, W2, b2, ...; found "
+                f"{archive.files}"
+            )
+        weights = [archive[f"W{i}"] for i in layers]
+        biases = [archive[f"b{i}"] for i in layers]
+        output = str(archive["output"]) if "output" in archive.files else "identity"
+    return NeuralSheaf(weights, biases, output=output)  # type: ignore[arg-type]
+
+
+def resolve_dt(config: ExperimentConfig, experiment: Experiment) -> tuple[float, float]:
+    """Return ``(dt, lambda_max)``; ``dt = "auto"`` is 90% of the stable step."""
+    settings = config.diffusion
+    start = initial_state(experiment.net, experiment.x, settings.init, settings.seed)
+    values = [start[v] for v in experiment.net.free_vertices]
+    lam = float(
+        np.max(estimate_lambda_max(experiment.net, values, settings.output_mode))
+    )
+    if settings.dt == "auto":
+        limit = stability_limit(settings.integrator)
+        return 0.9 * limit / (settings.alpha * lam * 1.02), lam
+    return float(settings.dt), lam
+
+
+def _energy(net: NeuralSheaf, state: dict[str, Any]) -> float:
+    from sheafsim._kernels import edge_discord, neural_residuals
+
+    x = state["x"]
+    values = [state[v] for v in net.free_vertices]
+    first = net.weights[0] @ x + net.biases[0]
+    res = neural_residuals(np, net, first, values)
+    return 0.5 * sum(edge_discord(np, net, res).values())
+
+
+def _start_ray(config: ExperimentConfig) -> str:
+    import ray
+
+    runtime = config.runtime
+    if ray.is_initialized():
+        return str(ray.get_runtime_context().gcs_address)
+    if runtime.address:
+        try:
+            ray.init(address=runtime.address, logging_level=logging.WARNING)
+        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as error:
+            raise RuntimeFailure(
+                f"could not connect to the Ray cluster at {runtime.address!r}: "
+                f"{error}. Check the address, or leave runtime.address empty to "
+                "start a local Ray"
+            ) from None
+    else:
+        options: dict[str, Any] = {
+            "include_dashboard": False,
+            "logging_level": logging.WARNING,
+        }
+        if runtime.num_cpus:
+            options["num_cpus"] = runtime.num_cpus
+        ray.init(**options)
+    return str(ray.get_runtime_context().gcs_address)
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    output_dir: str | Path | None = None,
+    progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``config`` and write its run directory; return the summary.
+
+    Parameters
+    ----------
+    output_dir : path, optional
+        Overrides ``output.directory``.
+    progress : callable, optional
+        ``progress(step, max_change, elapsed_s)``, called during the run.
+    log : callable, optional
+        Receives one-line status messages (the CLI prints them).
+    """
+    say = log or (lambda message: logger.info("%s", message))
+    directory = Path(output_dir or config.output.directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(
+        json.dumps(config.to_dict(), indent=2) + "\n"
+    )
+
+    started = time.perf_counter()
+    experiment = prepare(config)
+    if "test_accuracy" in experiment.info:
+        say(
+            f"fitted MLPClassifier {experiment.net.widths}: test accuracy "
+            f"{experiment.info['test_accuracy']:.4f}"
+        )
+    dt, lam = resolve_dt(config, experiment)
+    settings = config.diffusion
+    say(
+        f"diffusing {experiment.x.shape[1]} samples, integrator {settings.integrator}, "
+        f"dt {dt:.4g} (lambda_max ~ {lam:.3g}), tol {settings.tol:g}"
+    )
+    common: dict[str, Any] = {
+        "alpha": settings.alpha,
+        "dt": dt,
+        "tol": settings.tol,
+        "min_steps": settings.min_steps,
+        "max_steps": settings.max_steps,
+        "init": settings.init,
+        "seed": settings.seed,
+        "output_mode": settings.output_mode,
+        "integrator": settings.integrator,
+    }
+    summary: dict[str, Any] = {"backend": config.runtime.backend}
+    if config.runtime.backend == "inprocess":
+        result = diffuse(
+            experiment.net,
+            experiment.x,
+            record_crossings=False,
+            progress=progress,
+            **common,
+        )
+        summary.update(n_actors=0, schedule="inprocess", ray_address=None)
+    else:
+        from sheafsim.runtime import diffuse_on_actors
+
+        address = _start_ray(config)
+        say(f"Ray at {address}; starting {len(experiment.net.vertices) + 1} actors")
+        result = diffuse_on_actors(  # type: ignore[assignment]
+            experiment.net,
+            experiment.x,
+            schedule=config.runtime.schedule,
+            report_every=config.runtime.report_every,
+            progress=progress,
+            **common,
+        )
+        summary.update(
+            n_actors=result.n_actors,  # type: ignore[attr-defined]
+            schedule=config.runtime.schedule,
+            ray_address=address,
+        )
+
+    output = np.asarray(result.output)
+    forward = experiment.net.forward(experiment.x).output
+    summary.update(
+        status=result.status,
+        message=result.message,
+        steps=int(result.steps),
+        wall_time_s=float(result.wall_time_s),
+        total_time_s=time.perf_counter() - started,
+        final_energy=_energy(experiment.net, result.state),
+        max_abs_error_vs_forward=float(np.max(np.abs(output - forward))),
+        integrator=settings.integrator,
+        dt=dt,
+        lambda_max_estimate=lam,
+        **experiment.info,
+    )
+    if experiment.reference is not None:
+        summary["max_abs_error_vs_predict_proba"] = float(
+            np.max(np.abs(output - experiment.reference))
+        )
+    np.save(directory / "outputs.npy", output)
+    (directory / "summary.json").write_text(
+        json.dumps(_finite(summary), indent=2) + "\n"
+    )
+    return summary
+
+
+def _finite(summary: dict[str, Any]) -> dict[str, Any]:
+    # JSON has no NaN or infinity, so those become null.
+    return {
+        key: (None if isinstance(value, float) and not math.isfinite(value) else value)
+        for key, value in summary.items()
+    }

@@ -1,0 +1,98 @@
+import pytest
+
+import sheafsim as ss
+from sheafsim.config import load_config
+
+
+def write(tmp_path, text):
+    path = tmp_path / "experiment.toml"
+    path.write_text(text)
+    return path
+
+
+def test_digits_example_loads():
+    config = load_config("examples/digits.toml")
+    assert config.network.source == "sklearn"
+    assert config.data.samples == "all"
+    assert config.diffusion.dt == "auto"
+    assert config.runtime.backend == "actors"
+
+
+def test_defaults_fill_missing_tables(tmp_path):
+    config = load_config(write(tmp_path, "[diffusion]\ntol = 1e-6\n"))
+    assert config.diffusion.tol == 1e-6
+    assert config.diffusion.integrator == "euler"
+
+
+def test_overrides_apply(tmp_path):
+    path = write(tmp_path, "[data]\nsamples = 10\n")
+    config = load_config(path, {"data.samples": 20, "runtime.backend": "inprocess"})
+    assert config.data.samples == 20
+    assert config.runtime.backend == "inprocess"
+
+
+def test_unknown_key_named_with_file(tmp_path):
+    path = write(tmp_path, "[diffusion]\nstep = 0.1\n")
+    with pytest.raises(
+        ss.ConfigError, match=r"unknown key diffusion.step in .*experiment.toml"
+    ):
+        load_config(path)
+
+
+def test_unknown_table(tmp_path):
+    path = write(tmp_path, "[solver]\nname = 'x'\n")
+    with pytest.raises(ss.ConfigError, match=r"unknown table \[solver\]"):
+        load_config(path)
+
+
+def test_wrong_type_named(tmp_path):
+    path = write(tmp_path, "[diffusion]\ntol = 'small'\n")
+    with pytest.raises(
+        ss.ConfigError, match="diffusion.tol in .* must be of type float"
+    ):
+        load_config(path)
+
+
+def test_bool_is_not_int(tmp_path):
+    path = write(tmp_path, "[diffusion]\nmax_steps = true\n")
+    with pytest.raises(
+        ss.ConfigError, match="diffusion.max_steps .* must be of type int"
+    ):
+        load_config(path)
+
+
+def test_bad_choice(tmp_path):
+    path = write(tmp_path, "[diffusion]\nintegrator = 'rk4'\n")
+    with pytest.raises(
+        ss.ConfigError, match=r"diffusion.integrator .* is 'rk4'; choose"
+    ):
+        load_config(path)
+
+
+def test_nonpositive_dt(tmp_path):
+    path = write(tmp_path, "[diffusion]\ndt = -0.1\n")
+    with pytest.raises(ss.ConfigError, match="dt in .* is -0.1; it must be a positive"):
+        load_config(path)
+
+
+def test_bad_samples(tmp_path):
+    path = write(tmp_path, "[data]\nsamples = 'some'\n")
+    with pytest.raises(ss.ConfigError, match="data.samples .* is 'some'"):
+        load_config(path)
+
+
+def test_bad_hidden_layers(tmp_path):
+    path = write(tmp_path, "[network]\nhidden_layers = [64, 0]\n")
+    with pytest.raises(ss.ConfigError, match="list of positive integers"):
+        load_config(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ss.ConfigError, match="not found"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_invalid_toml(tmp_path):
+    path = write(tmp_path, "[diffusion\n")
+    with pytest.raises(ss.ConfigError, match="is not valid TOML"):
+        load_config(path)
