@@ -1,0 +1,30 @@
+"""Ray actor runtime: one actor per sheaf vertex and a coordinator.
+
+Every vertex of the sheaf is an async Ray actor that stores its own stalk and
+its own side of each incident edge's restriction map, computes its heat force
+from its neighbours' messages, and pushes its restricted values to them
+(Bosca and Ghrist, arXiv:2603.14831). A coordinator actor applies the stopping
+rule of :func:`sheafsim.dynamics.diffuse` to the vertices' reports.
+"""
+
+from sheafsim.runtime.driver import SCHEDULES, ActorRunResult, diffuse_on_actors
+from sheafsim.runtime.maps import (
+    AffineMap,
+    IdentityMap,
+    MatrixMap,
+    OutputMap,
+    ReluMaskMap,
+    RestrictionMap,
+)
+
+__all__ = [
+    "diffuse_on_actors",
+    "ActorRunResult",
+    "SCHEDULES",
+    "RestrictionMap",
+    "IdentityMap",
+    "MatrixMap",
+    "AffineMap",
+    "ReluMaskMap",
+    "OutputMap",
+]

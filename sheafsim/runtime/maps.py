@@ -1,0 +1,194 @@
+"""Restriction maps owned by one end of an edge.
+
+A vertex actor stores only its own side ``F_{v◁e}`` of every incident edge ``e``.
+Each map turns the vertex stalk ``x_v`` of shape ``(dim_v, batch)`` into the
+edge stalk ``F x_v`` of shape ``(dim_e, batch)`` (:meth:`RestrictionMap.apply`)
+and pulls an edge residual back to the vertex (:meth:`RestrictionMap.pullback`,
+``J^T residual`` with ``J`` the Jacobian of the map at ``x_v``). With these two
+operations the heat force on ``v`` is
+
+    f_v = - sum_e pullback_e(x_v, apply_e(x_v) - m_e),
+
+where ``m_e = F_{u◁e} x_u`` is the restricted value sent by the neighbour ``u``
+across ``e``. This is the negative gradient in ``x_v`` of the edge energy
+``1/2 sum_e |F_{v◁e} x_v - F_{u◁e} x_u|^2`` of Bosca and Ghrist
+(arXiv:2603.14831). Linear maps give the usual sheaf Laplacian. The ReLU mask
+and the output nonlinearity are the state-dependent maps of the neural sheaf.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+
+from sheafsim.errors import InvalidValueError, ShapeError
+from sheafsim.neural import apply_output, output_vjp
+
+__all__ = [
+    "RestrictionMap",
+    "IdentityMap",
+    "MatrixMap",
+    "AffineMap",
+    "ReluMaskMap",
+    "OutputMap",
+]
+
+
+class RestrictionMap:
+    """One end of an edge: a map from the vertex stalk to the edge stalk.
+
+    Subclasses implement :meth:`apply` and :meth:`pullback`. Every map is a
+    small picklable object, so it travels to the actor that owns it.
+    """
+
+    def apply(self, value: np.ndarray) -> np.ndarray:
+        """Map the vertex stalk ``value`` of shape (dim_v, batch) to the edge."""
+        raise NotImplementedError
+
+    def pullback(self, value: np.ndarray, residual: np.ndarray) -> np.ndarray:
+        """Return ``J^T residual`` of shape (dim_v, batch).
+
+        Parameters
+        ----------
+        value : ndarray, shape (dim_v, batch)
+            Vertex stalk at which the Jacobian ``J`` is taken.
+        residual : ndarray, shape (dim_e, batch)
+            Edge residual ``apply(value) - m_e``.
+        """
+        raise NotImplementedError
+
+
+class IdentityMap(RestrictionMap):
+    """Identity map, the downstream end of every edge of the neural sheaf."""
+
+    def apply(self, value: np.ndarray) -> np.ndarray:
+        return value
+
+    def pullback(self, value: np.ndarray, residual: np.ndarray) -> np.ndarray:
+        return residual
+
+    def __repr__(self) -> str:
+        return "IdentityMap()"
+
+
+class MatrixMap(RestrictionMap):
+    """Fixed linear map ``x -> M x`` of a general cellular sheaf.
+
+    Parameters
+    ----------
+    matrix : array_like, shape (dim_e, dim_v)
+    """
+
+    def __init__(self, matrix: Any) -> None:
+        matrix = np.asarray(matrix, dtype=np.float64)
+        if matrix.ndim != 2:
+            raise ShapeError(
+                f"restriction matrix has shape {matrix.shape}; it must be 2-D "
+                "(edge dimension, vertex dimension)"
+            )
+        self.matrix = matrix
+
+    def apply(self, value: np.ndarray) -> np.ndarray:
+        return self.matrix @ value
+
+    def pullback(self, value: np.ndarray, residual: np.ndarray) -> np.ndarray:
+        return self.matrix.T @ residual
+
+    def __repr__(self) -> str:
+        return f"MatrixMap(shape={self.matrix.shape})"
+
+
+class AffineMap(RestrictionMap):
+    """Upstream end ``a -> W a + b`` of an affine edge.
+
+    Parameters
+    ----------
+    weight : array_like, shape (n_l, n_{l-1})
+    bias : array_like, shape (n_l, 1)
+    """
+
+    def __init__(self, weight: Any, bias: Any) -> None:
+        weight = np.asarray(weight, dtype=np.float64)
+        bias = np.asarray(bias, dtype=np.float64)
+        if weight.ndim != 2 or bias.shape != (weight.shape[0], 1):
+            raise ShapeError(
+                f"affine map needs W of shape (n_out, n_in) and b of shape "
+                f"(n_out, 1); got W {weight.shape} and b {bias.shape}"
+            )
+        self.weight = weight
+        self.bias = bias
+
+    def apply(self, value: np.ndarray) -> np.ndarray:
+        return self.weight @ value + self.bias
+
+    def pullback(self, value: np.ndarray, residual: np.ndarray) -> np.ndarray:
+        # Same transposed view as the in-process kernel, so the results match
+        # bit for bit.
+        return self.weight.mT @ residual
+
+    def __repr__(self) -> str:
+        return f"AffineMap(shape={self.weight.shape})"
+
+
+class ReluMaskMap(RestrictionMap):
+    """Upstream end ``z -> R z`` of an activation edge, ``R = diag(1[z >= 0])``.
+
+    The mask is taken from the stalk passed in, so the pre-activation vertex
+    recomputes it from its own current state at every step.
+    """
+
+    def apply(self, value: np.ndarray) -> np.ndarray:
+        return self.mask(value) * value
+
+    def pullback(self, value: np.ndarray, residual: np.ndarray) -> np.ndarray:
+        return self.mask(value) * residual
+
+    @staticmethod
+    def mask(value: np.ndarray) -> np.ndarray:
+        """Return the 0/1 float mask ``1[value >= 0]`` of the same shape."""
+        return (value >= 0).astype(value.dtype)
+
+    def __repr__(self) -> str:
+        return "ReluMaskMap()"
+
+
+class OutputMap(RestrictionMap):
+    """Upstream end ``z -> phi(z)`` of the output edge (sigmoid or softmax).
+
+    Parameters
+    ----------
+    output : {"sigmoid", "softmax"}
+        Output nonlinearity ``phi``.
+    mode : {"jacobian", "identity"}
+        ``"jacobian"`` pulls the residual back with ``J_phi(z)^T`` (gradient flow
+        of the energy). ``"identity"`` passes it through unchanged, so the force
+        on ``z_{k+1}`` is ``-(phi(z) - y_out)``.
+    """
+
+    def __init__(
+        self,
+        output: Literal["sigmoid", "softmax"],
+        mode: Literal["jacobian", "identity"] = "jacobian",
+    ) -> None:
+        if output not in ("sigmoid", "softmax"):
+            raise InvalidValueError(
+                f"output map needs output 'sigmoid' or 'softmax', got {output!r}"
+            )
+        if mode not in ("jacobian", "identity"):
+            raise InvalidValueError(
+                f"unknown output_mode {mode!r}; use 'jacobian' or 'identity'"
+            )
+        self.output = output
+        self.mode = mode
+
+    def apply(self, value: np.ndarray) -> np.ndarray:
+        return apply_output(np, self.output, value)
+
+    def pullback(self, value: np.ndarray, residual: np.ndarray) -> np.ndarray:
+        if self.mode == "identity":
+            return residual
+        return output_vjp(np, self.output, self.apply(value), residual)
+
+    def __repr__(self) -> str:
+        return f"OutputMap(output={self.output!r}, mode={self.mode!r})"

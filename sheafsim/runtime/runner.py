@@ -1,0 +1,201 @@
+"""Driver side of one actor run: start the actors, wait for the end, clean up.
+
+:class:`ActorRun` creates one named actor per vertex
+(``sheafsim-<run id>-<vertex>``) and a coordinator, and starts every vertex
+loop. It then waits on the coordinator's end and on every vertex loop at once.
+A vertex actor that raises or dies therefore ends the run at once with a
+:class:`~sheafsim.errors.RuntimeFailure` that names it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import ray
+from ray.exceptions import RayError
+
+from sheafsim.errors import RuntimeFailure
+from sheafsim.runtime.coordinator import CoordinatorActor, RunEnd, StoppingRule
+from sheafsim.runtime.spec import RunSettings, VertexSpec
+from sheafsim.runtime.vertex import VertexActor
+
+__all__ = ["ActorRun", "ProgressCallback"]
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, float, float], None]
+
+_RemoteVertex = ray.remote(VertexActor)
+_RemoteCoordinator = ray.remote(CoordinatorActor)
+
+
+class ActorRun:
+    """Actors of one run and the driver's side of the protocol."""
+
+    def __init__(
+        self, specs: list[VertexSpec], settings: RunSettings, rule: StoppingRule
+    ) -> None:
+        self.specs = specs
+        self.settings = settings
+        self.rule = rule
+        self.run_id = uuid.uuid4().hex[:8]
+        self.vertices: dict[str, Any] = {}
+        self.coordinator: Any = None
+
+    def execute(
+        self,
+        progress: ProgressCallback | None,
+        interval_s: float,
+        timeout_s: float | None,
+    ) -> tuple[RunEnd, dict[str, np.ndarray], float]:
+        """Start the actors, wait for the end and gather the final stalks."""
+        start = time.perf_counter()
+        deadline = math.inf if timeout_s is None else start + timeout_s
+        for spec in self.specs:
+            self.vertices[spec.name] = _RemoteVertex.options(
+                name=f"sheafsim-{self.run_id}-{spec.name}"
+            ).remote(spec, self.settings)
+        stepping = [spec.name for spec in self.specs if not spec.static]
+        self.coordinator = _RemoteCoordinator.options(
+            name=f"sheafsim-{self.run_id}-coordinator"
+        ).remote(self.vertices, stepping, self.rule)
+        ready = {h.ready.remote(): name for name, h in self.vertices.items()}
+        self._get_all(ready, deadline, "start")
+        startup_s = time.perf_counter() - start
+        logger.info(
+            "started %d vertex actors for run %s in %.2f s",
+            len(self.vertices),
+            self.run_id,
+            startup_s,
+        )
+
+        neighbours = {
+            spec.name: {
+                end.neighbour: self.vertices[end.neighbour] for end in spec.edges
+            }
+            for spec in self.specs
+        }
+        self._get_all(
+            {self.coordinator.start.remote(): "coordinator"}, deadline, "start"
+        )
+        runs = {
+            self.vertices[name].run.remote(neighbours[name], self.coordinator): name
+            for name in self.vertices
+        }
+        end_ref = self.coordinator.wait_end.remote()
+        end, final = self._wait_for_end(end_ref, runs, progress, interval_s, deadline)
+        final.update(self._get_all(runs, deadline, "return its final stalk"))
+        logger.info(
+            "run %s ended: %s after %d steps in %.2f s",
+            self.run_id,
+            end.status,
+            end.steps,
+            end.elapsed_s,
+        )
+        return end, final, startup_s
+
+    def _wait_for_end(
+        self,
+        end_ref: Any,
+        runs: dict[Any, str],
+        progress: ProgressCallback | None,
+        interval_s: float,
+        deadline: float,
+    ) -> tuple[RunEnd, dict[str, np.ndarray]]:
+        """Wait for the coordinator's end, failing fast if a vertex actor fails.
+
+        ``runs`` maps each vertex's ``run`` ObjectRef to the vertex name; refs
+        that finish normally are removed from it and their stalks returned.
+        """
+        final: dict[str, np.ndarray] = {}
+        while True:
+            wait_s = min(
+                deadline - time.perf_counter(), interval_s if progress else math.inf
+            )
+            if wait_s <= 0:
+                raise RuntimeFailure(self._timeout_message())
+            ready, _ = ray.wait(
+                [end_ref, *runs],
+                num_returns=1,
+                timeout=None if math.isinf(wait_s) else wait_s,
+            )
+            if not ready:
+                if progress is not None:
+                    self._call_progress(progress, deadline)
+                continue
+            if ready[0] == end_ref:
+                try:
+                    return ray.get(end_ref), final
+                except RayError as error:
+                    raise RuntimeFailure(
+                        f"the coordinator of run {self.run_id} failed: {_cause(error)}"
+                    ) from error
+            # A vertex returns once it has the stop, which can arrive here before
+            # the coordinator's own reply.
+            final.update(self._get_all({ready[0]: runs.pop(ready[0])}, deadline, "run"))
+
+    def _call_progress(self, progress: ProgressCallback, deadline: float) -> None:
+        reply = self.coordinator.progress.remote()
+        reply_by_name = self._get_all({reply: "coordinator"}, deadline, "report")
+        step, change, elapsed = reply_by_name["coordinator"]
+        progress(step, change, elapsed)
+
+    def _get_all(self, refs: dict[Any, str], deadline: float, action: str) -> dict:
+        """Return ``{name: result}`` for ``refs``, naming the actor that failed."""
+        results = {}
+        for ref, name in refs.items():
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                raise RuntimeFailure(self._timeout_message())
+            try:
+                result = ray.get(
+                    ref, timeout=None if math.isinf(remaining) else remaining
+                )
+            except ray.exceptions.GetTimeoutError as error:
+                raise RuntimeFailure(self._timeout_message()) from error
+            except RayError as error:
+                raise RuntimeFailure(
+                    f"{_actor_label(name)} of run {self.run_id} failed to {action}: "
+                    f"{_cause(error)}"
+                ) from error
+            results[name] = result
+        return results
+
+    def _timeout_message(self) -> str:
+        return (
+            f"run {self.run_id} timed out before the coordinator ended it; raise "
+            "timeout_s or lower max_steps"
+        )
+
+    def kill_actors(self) -> None:
+        """Kill every actor of the run, logging any actor that cannot be killed."""
+        handles = list(self.vertices.values())
+        if self.coordinator is not None:
+            handles.append(self.coordinator)
+        for handle in handles:
+            try:
+                ray.kill(handle, no_restart=True)
+            except (RayError, ValueError) as error:
+                logger.warning(
+                    "could not kill an actor of run %s: %s", self.run_id, error
+                )
+
+
+def _actor_label(name: str) -> str:
+    return "the coordinator" if name == "coordinator" else f"vertex actor {name!r}"
+
+
+def _cause(error: RayError) -> str:
+    """Return a one-line description of the exception behind a Ray error."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {cause}"
+    text = str(error).strip()
+    first_line = text.splitlines()[0] if text else ""
+    return f"{type(error).__name__}: {first_line}"

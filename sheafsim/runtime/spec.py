@@ -1,0 +1,232 @@
+"""Per-vertex descriptions of a sheaf, as shipped to the vertex actors.
+
+:func:`neural_vertex_specs` splits a :class:`~sheafsim.neural.NeuralSheaf` into
+one :class:`VertexSpec` per vertex. Each spec contains the vertex's own stalk, its
+own side of every incident edge (the upstream end of affine edge ``l`` owns
+``W_l`` and ``b_l``, ``z_l`` owns its ReLU mask map, ``z_{k+1}`` owns the
+output map, and every downstream end is the identity), and the pins on its
+coordinates (arXiv:2603.14831).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sheafsim.neural import NeuralSheaf
+from sheafsim.pins import ResolvedPin
+from sheafsim.runtime.maps import (
+    AffineMap,
+    IdentityMap,
+    OutputMap,
+    ReluMaskMap,
+    RestrictionMap,
+)
+
+__all__ = ["EdgeEnd", "VertexSpec", "RunSettings", "neural_vertex_specs"]
+
+
+@dataclass
+class EdgeEnd:
+    """A vertex's side of one incident edge.
+
+    Attributes
+    ----------
+    edge : str
+        Edge name, unique in the sheaf.
+    neighbour : str
+        Vertex at the other end.
+    map : RestrictionMap
+        This vertex's restriction map onto the edge.
+    reports_energy : bool
+        Whether this end reports the edge's discord ``|residual|^2 / batch``.
+        Exactly one stepping end of each edge reports it.
+    neighbour_static : bool
+        Whether the neighbour is static; a static vertex needs no messages.
+    """
+
+    edge: str
+    neighbour: str
+    map: RestrictionMap
+    reports_energy: bool = False
+    neighbour_static: bool = False
+
+
+@dataclass
+class VertexSpec:
+    """Everything one vertex actor needs.
+
+    Attributes
+    ----------
+    name : str
+        Vertex name.
+    value : ndarray, shape (dim, batch)
+        Initial stalk, with hard pins already written when the run pins the
+        initial state.
+    edges : list of EdgeEnd
+        Incident edges, in the order in which their forces are summed.
+    hard_pins, soft_pins : list of ResolvedPin
+        Pins on this vertex's coordinates.
+    pin_after_first_step : bool
+        Write the hard pins after step 1 and count the gap in that step's change
+        (runs that start from the unpinned state).
+    static_from : int or None
+        For a vertex that never moves, the first step from which
+        ``static_value`` holds. It sends its restricted values once and takes no
+        steps. None for a stepping vertex.
+    static_value : ndarray or None
+        Stalk of a static vertex from ``static_from`` on.
+    """
+
+    name: str
+    value: np.ndarray
+    edges: list[EdgeEnd] = field(default_factory=list)
+    hard_pins: list[ResolvedPin] = field(default_factory=list)
+    soft_pins: list[ResolvedPin] = field(default_factory=list)
+    pin_after_first_step: bool = False
+    static_from: int | None = None
+    static_value: np.ndarray | None = None
+
+    @property
+    def static(self) -> bool:
+        """Whether the vertex never moves."""
+        return self.static_from is not None
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Settings shared by every vertex actor of one run.
+
+    Attributes
+    ----------
+    step_size : float
+        ``h = alpha * dt``.
+    integrator : str
+        ``"euler"`` or ``"nesterov"``.
+    max_steps : int
+        No vertex takes more steps than this.
+    report_every : int
+        A vertex reports to the coordinator after every ``report_every`` steps
+        and after step ``max_steps``.
+    window : int
+        A vertex runs at most this many steps past the last step the
+        coordinator has checked, and keeps that many past states, so it can
+        return its state at the stopping step.
+    inject_fault : tuple of (str, int) or None
+        ``(vertex, step)``: that vertex raises after taking that step. Used to
+        test the failure path.
+    """
+
+    step_size: float
+    integrator: str
+    max_steps: int
+    report_every: int
+    window: int
+    inject_fault: tuple[str, int] | None = None
+
+
+def neural_vertex_specs(
+    net: NeuralSheaf,
+    x: np.ndarray,
+    values: dict[str, np.ndarray],
+    hard: list[ResolvedPin],
+    soft: list[ResolvedPin],
+    output_mode: str,
+    pin_initial_state: bool,
+) -> tuple[list[VertexSpec], dict[int, float], float]:
+    """Split a neural sheaf into vertex specs.
+
+    Parameters
+    ----------
+    net : NeuralSheaf
+    x : ndarray, shape (n_0, batch)
+        Input; the vertex ``x`` is static from step 0.
+    values : dict of str to ndarray
+        Initial free stalks, each (dim, batch), hard pins already applied when
+        ``pin_initial_state`` is True.
+    hard, soft : list of ResolvedPin
+        Pins from :func:`sheafsim.pins.resolve_pins`.
+    output_mode : {"jacobian", "identity"}
+    pin_initial_state : bool
+
+    Returns
+    -------
+    specs : list of VertexSpec
+        In vertex order, ``x`` first.
+    static_changes : dict of int to float
+        Contribution of static vertices to the one-step change of a step: the
+        gap closed when a fully pinned vertex is pinned after step 1.
+    static_energy : float
+        Discord of edges whose two ends are both static; it never changes.
+    """
+    specs = {"x": VertexSpec("x", x, static_from=0, static_value=x)}
+    static_changes: dict[int, float] = {}
+    for vertex in net.free_vertices:
+        spec = VertexSpec(
+            vertex,
+            values[vertex],
+            hard_pins=[p for p in hard if p.vertex == vertex],
+            soft_pins=[p for p in soft if p.vertex == vertex],
+            pin_after_first_step=not pin_initial_state,
+        )
+        full = next((p for p in spec.hard_pins if p.full), None)
+        if full is not None and pin_initial_state:
+            spec.static_from, spec.static_value = 0, spec.value
+        elif full is not None:
+            # Step 1 has no momentum yet, so a zero-force vertex stays where it
+            # is and moves once, when the pin is written after step 1.
+            pinned = full.value + 0.0
+            spec.static_from, spec.static_value = 1, pinned
+            gap = float(np.max(np.abs(spec.value[full.index] - full.value)))
+            static_changes[1] = max(static_changes.get(1, 0.0), gap)
+        specs[vertex] = spec
+
+    static_energy = 0.0
+    batch = x.shape[1]
+    for info in net.edges:
+        up_map, down_map = _neural_maps(net, info.kind, info.layer, output_mode)
+        upstream, downstream = specs[info.upstream], specs[info.downstream]
+        down_reports = not downstream.static
+        up_reports = not down_reports and not upstream.static
+        upstream.edges.append(
+            EdgeEnd(
+                info.name,
+                info.downstream,
+                up_map,
+                reports_energy=up_reports,
+                neighbour_static=downstream.static,
+            )
+        )
+        downstream.edges.append(
+            EdgeEnd(
+                info.name,
+                info.upstream,
+                down_map,
+                reports_energy=down_reports,
+                neighbour_static=upstream.static,
+            )
+        )
+        if not (down_reports or up_reports):
+            assert upstream.static_value is not None
+            assert downstream.static_value is not None
+            residual = up_map.apply(upstream.static_value) - down_map.apply(
+                downstream.static_value
+            )
+            static_energy += float(np.sum(residual**2)) / batch
+    return list(specs.values()), static_changes, static_energy
+
+
+def _neural_maps(
+    net: NeuralSheaf, kind: str, layer: int, output_mode: str
+) -> tuple[RestrictionMap, RestrictionMap]:
+    """Return the (upstream, downstream) restriction maps of one edge."""
+    if kind == "affine":
+        upstream: RestrictionMap = AffineMap(
+            net.weights[layer - 1], net.biases[layer - 1]
+        )
+    elif kind == "activation":
+        upstream = ReluMaskMap()
+    else:
+        upstream = OutputMap(net.output, output_mode)  # type: ignore[arg-type]
+    return upstream, IdentityMap()
