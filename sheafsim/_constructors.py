@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import numpy as np
-from scipy.stats import ortho_group
 
 from sheafsim.errors import InvalidValueError
 
@@ -116,6 +115,9 @@ def random_orthogonal_sheaf(
     seed : int, numpy.random.Generator or None
         Seed or generator passed to ``numpy.random.default_rng``.
     """
+    # scipy.stats takes about 0.4 s to import, so it is loaded on first use.
+    from scipy.stats import ortho_group
+
     from sheafsim.sheaf import CellularSheaf
 
     dim = _check_dim(dim)

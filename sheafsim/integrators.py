@@ -67,6 +67,10 @@ def _max_abs(xp: Any, arrays: list[Any]) -> float:
     return largest
 
 
+def _nan_max(first: float, second: float) -> float:
+    return math.nan if math.isnan(first) or math.isnan(second) else max(first, second)
+
+
 class _Euler:
     def __init__(self, xp: Any, step_size: float) -> None:
         self.xp = xp
@@ -99,7 +103,7 @@ class _Nesterov:
             uphill = xp.sum(f * d, axis=0, keepdims=True) < 0
             self.counter[i] = xp.where(uphill, 1.0, self.counter[i] + 1.0)
         self.previous = values
-        max_change = max(_max_abs(xp, change), h * _max_abs(xp, forces))
+        max_change = _nan_max(_max_abs(xp, change), h * _max_abs(xp, forces))
         return new, max_change, system.last_masks
 
 
@@ -119,7 +123,7 @@ class _HeavyBall:
         ]
         change = [n - v for n, v in zip(new, values, strict=True)]
         self.previous = values
-        max_change = max(_max_abs(xp, change), h * _max_abs(xp, forces))
+        max_change = _nan_max(_max_abs(xp, change), h * _max_abs(xp, forces))
         return new, max_change, system.last_masks
 
 

@@ -179,7 +179,6 @@ class NeuralSheaf:
             int(w.shape[0]) for w in self.weights
         ]
 
-
     @classmethod
     def random(
         cls, widths: Sequence[int], seed: int = 0, output: Output = "identity"
@@ -301,7 +300,6 @@ class NeuralSheaf:
             )
         return NeuralSheaf(conv[0], conv[1], output=self.output)  # type: ignore[arg-type]
 
-
     @property
     def depth(self) -> int:
         """Number of hidden ReLU layers ``k``."""
@@ -368,7 +366,6 @@ class NeuralSheaf:
         raise InvalidValueError(
             f"unknown vertex {vertex!r}; this network has vertices {self.vertices}"
         )
-
 
     def check_input(self, x: Any) -> Any:
         """Validate ``x`` and return it with shape ``(n_0, batch)``.

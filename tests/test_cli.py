@@ -36,6 +36,38 @@ def test_run_inprocess_subset(tmp_path, capsys):
     assert printed["status"] == "converged"
 
 
+@pytest.mark.usefixtures("local_ray")
+def test_run_digits_on_actors_subset(tmp_path):
+    out = tmp_path / "run"
+    status = main(
+        [
+            "run",
+            "examples/digits.toml",
+            "--output",
+            str(out),
+            "--quiet",
+            "--set",
+            "data.samples=100",
+        ]
+    )
+    assert status == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "converged"
+    assert summary["backend"] == "actors"
+    assert summary["n_actors"] == 6
+    assert summary["max_abs_error_vs_predict_proba"] < 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
+def test_run_digits_on_actors_full(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", "examples/digits.toml", "--output", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["samples"] == 1797
+    assert summary["max_abs_error_vs_predict_proba"] < 1e-6
+
+
 def test_run_random_network_npz(tmp_path):
     weights = {
         "W1": np.eye(3)[:2] * 0.5,

@@ -254,3 +254,13 @@ def test_unknown_output_mode_rejected():
     net = ss.NeuralSheaf.random([2, 4, 1], seed=0, output="sigmoid")
     with pytest.raises(ss.InvalidValueError, match="unknown output_mode 'exact'"):
         ss.diffuse(net, np.ones((2, 1)), output_mode="exact")
+
+
+def test_overflow_ends_non_finite():
+    net = ss.NeuralSheaf.random([2, 4, 1], seed=0)
+    x = np.ones((2, 2))
+    state = {v: np.full((net.stalk_dim(v), 2), 1e308) for v in net.free_vertices}
+    with np.errstate(over="ignore", invalid="ignore"):
+        result = ss.diffuse(net, x, state=state, check_step=False)
+    assert result.status == "non_finite"
+    assert result.steps == 1
