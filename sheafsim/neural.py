@@ -477,12 +477,16 @@ def state_from_mapping(net: NeuralSheaf, state: Mapping[str, Any], batch: int) -
     result = {}
     for vertex in net.free_vertices:
         value = state[vertex]
-        value = xp.asarray(value, dtype=net.weights[0].dtype) if xp is np else value
+        if xp is np:
+            value = np.asarray(value, dtype=net.weights[0].dtype)
+        else:
+            like = net.weights[0]
+            value = xp.asarray(value, dtype=like.dtype, device=like.device)
         expected = (net.stalk_dim(vertex), batch)
         if tuple(value.shape) != expected:
             raise ShapeError(
                 f"initial state of {vertex!r} has shape {tuple(value.shape)} but "
                 f"must be {expected} (stalk dimension, batch)"
             )
-        result[vertex] = xp.asarray(value, copy=True) if xp is np else value.clone()
+        result[vertex] = xp.asarray(value, copy=True)
     return result

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from sheafsim._backend import to_numpy
 from sheafsim.errors import InvalidValueError, ShapeError
 
 __all__ = ["HardPin", "SoftPin", "ResolvedPin", "resolve_pins"]
@@ -94,29 +95,28 @@ def _resolve_one(
                 f"pin on {pin.vertex!r} repeats coordinates {index.tolist()}"
             )
     n = len(index)
-    value = np.asarray(pin.value, dtype=np.float64) if xp is np else pin.value
+    # Shapes are resolved on the host; the target then moves to like's device.
+    value = np.asarray(to_numpy(pin.value), dtype=np.float64)
     if value.ndim == 0:
-        target = np.full((n, batch), float(value)) if xp is np else None
-        if target is None:
-            target = xp.full(
-                (n, batch), float(value), dtype=like.dtype, device=like.device
-            )
+        target = np.full((n, batch), float(value))
     elif value.ndim == 1 and value.shape[0] == n:
-        target = xp.broadcast_to(xp.reshape(xp.asarray(value), (n, 1)), (n, batch))
+        target = np.broadcast_to(value.reshape(n, 1), (n, batch))
     elif value.ndim == 2 and tuple(value.shape) in ((n, batch), (1, batch)):
-        target = xp.broadcast_to(xp.asarray(value), (n, batch))
+        target = np.broadcast_to(value, (n, batch))
     else:
         raise ShapeError(
             f"pin value on {pin.vertex!r} has shape {tuple(value.shape)}; give a "
             f"scalar, shape ({n},) for one value per coordinate, or ({n}, {batch}) "
             "for one value per coordinate and sample"
         )
+    if not np.all(np.isfinite(target)):
+        raise InvalidValueError(f"pin value on {pin.vertex!r} is NaN or infinite")
     if xp is np:
         target = np.ascontiguousarray(target, dtype=like.dtype)
     else:
-        target = xp.asarray(target, dtype=like.dtype, device=like.device)
-    if not bool(xp.all(xp.isfinite(target))):
-        raise InvalidValueError(f"pin value on {pin.vertex!r} is NaN or infinite")
+        target = xp.asarray(
+            np.ascontiguousarray(target), dtype=like.dtype, device=like.device
+        )
     gamma = float(getattr(pin, "gamma", 0.0))
     if isinstance(pin, SoftPin) and not (gamma > 0 and np.isfinite(gamma)):
         raise InvalidValueError(

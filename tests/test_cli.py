@@ -8,7 +8,7 @@ import pytest
 from sheafsim.cli import main
 
 
-def test_run_inprocess_subset(tmp_path, capsys):
+def test_run_digits_inprocess_all_samples(tmp_path, capsys):
     out = tmp_path / "run"
     status = main(
         [
@@ -19,19 +19,17 @@ def test_run_inprocess_subset(tmp_path, capsys):
             "--quiet",
             "--set",
             "runtime.backend=inprocess",
-            "--set",
-            "data.samples=120",
         ]
     )
     assert status == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "converged"
-    assert summary["samples"] == 120
+    assert summary["samples"] == 1797
     assert summary["max_abs_error_vs_predict_proba"] < 1e-6
     assert summary["test_accuracy"] > 0.9
-    assert np.load(out / "outputs.npy").shape == (10, 120)
+    assert np.load(out / "outputs.npy").shape == (10, 1797)
     config = json.loads((out / "config.json").read_text())
-    assert config["data"]["samples"] == 120
+    assert config["runtime"]["backend"] == "inprocess"
     printed = json.loads(capsys.readouterr().out)
     assert printed["status"] == "converged"
 
