@@ -188,7 +188,7 @@ def bench_steps_to_tol(quick: bool = False) -> BenchResult:
             "status",
             "steps",
             "fewer steps than Euler",
-            "max |output - forward|",
+            "max abs(output - forward)",
             "wall (s)",
         ],
         rows,
@@ -203,7 +203,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
 
 
 def machine_description() -> str:
-    """One line naming the CPU, core count, Python and numpy."""
+    """Return one line naming the CPU, core count, Python and numpy."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -287,9 +287,12 @@ Written by `sheafsim bench`; rerun it to refresh a section. Times are medians
 over repeats in one process, and each is set against a baseline timed in the same
 process. Absolute times depend on the machine named in each section.
 
+Every number below was measured on CPUs with numpy. The CUDA path is untested on
+GPU hardware.
+
 """
 
 
 def main_command_line() -> str:
-    """The command line of this process, for the report."""
+    """Return the command line of this process, for the report."""
     return " ".join(["sheafsim", *sys.argv[1:]]) if sys.argv else "sheafsim bench"

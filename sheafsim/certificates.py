@@ -208,7 +208,7 @@ class Certificate:
     max_forward_difference: np.ndarray
 
     def ok(self, atol: float = 1e-8) -> bool:
-        """Whether every sample passes every check within ``atol``."""
+        """Return whether every sample passes every check within ``atol``."""
         return bool(
             self.unit_lower_triangular.all()
             and np.abs(self.log_abs_det).max() <= atol

@@ -105,7 +105,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``sheafsim`` command."""
+    """Build the argument parser of the ``sheafsim`` command."""
     parser = argparse.ArgumentParser(
         prog="sheafsim",
         description="Cellular-sheaf diffusion of neural networks on Ray vertex actors.",

@@ -101,7 +101,7 @@ class DiffusionConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """Where the diffusion runs."""
+    """Runtime settings: backend, schedule, reporting and Ray address."""
 
     backend: str = "actors"
     schedule: str = "sync"
@@ -112,7 +112,7 @@ class RuntimeConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    """Where the run directory goes."""
+    """Location of the run directory."""
 
     directory: str = "runs/run"
 
@@ -129,7 +129,7 @@ class ExperimentConfig:
     source_path: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """The resolved configuration as plain data."""
+        """Return the resolved configuration as plain data."""
         return asdict(self)
 
 

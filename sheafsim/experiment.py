@@ -1,6 +1,6 @@
 """Run an experiment configuration end to end and write its run directory.
 
-The run directory holds ``config.json`` (the resolved configuration),
+The run directory contains ``config.json`` (the resolved configuration),
 ``summary.json`` (status, steps, wall time, errors against the forward pass and
 against the source model) and ``outputs.npy`` (the final output stalk, shape
 ``(n_out, samples)``).
