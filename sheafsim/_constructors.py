@@ -20,6 +20,14 @@ if TYPE_CHECKING:
 __all__ = ["constant_sheaf", "random_orthogonal_sheaf", "sheaf_from_maps"]
 
 
+def _check_graph(graph: Any) -> None:
+    if not isinstance(graph, nx.Graph) or graph.is_multigraph():
+        raise InvalidValueError(
+            f"expected a networkx Graph or DiGraph without parallel edges, got "
+            f"{type(graph).__name__}; convert a multigraph with nx.Graph(graph)"
+        )
+
+
 def _check_dim(dim: Any) -> int:
     if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim <= 0:
         raise InvalidValueError(f"dim must be a positive integer, got {dim!r}")
@@ -41,6 +49,7 @@ def constant_sheaf(graph: nx.Graph, dim: int = 1) -> CellularSheaf:
     """
     from sheafsim.sheaf import CellularSheaf
 
+    _check_graph(graph)
     dim = _check_dim(dim)
     identity = np.eye(dim)
     maps = {((u, v), w): identity for u, v in graph.edges for w in (u, v)}
@@ -120,6 +129,7 @@ def random_orthogonal_sheaf(
 
     from sheafsim.sheaf import CellularSheaf
 
+    _check_graph(graph)
     dim = _check_dim(dim)
     rng = np.random.default_rng(seed)
     maps = {}

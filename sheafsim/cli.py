@@ -26,22 +26,46 @@ def _parse_value(text: str) -> Any:
 
 
 class _ProgressPrinter:
-    """Prints step, max change, rate and elapsed time on one terminal line."""
+    """Prints step, max change, rate and elapsed time.
 
-    def __init__(self, stream: Any) -> None:
+    On a terminal one line is rewritten in place about once a second. Otherwise
+    a new line is printed every ``log_every_s`` seconds, so log files stay
+    readable.
+    """
+
+    def __init__(self, stream: Any, log_every_s: float = 10.0) -> None:
         self.stream = stream
-        self.last_step = 0
-        self.last_time = time.perf_counter()
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.log_every_s = log_every_s
+        self.last_step: int | None = None
+        self.last_time = 0.0
+        self.last_line = -float("inf")
 
     def __call__(self, step: int, max_change: float, elapsed: float) -> None:
         now = time.perf_counter()
-        rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+        if self.last_step is None or now <= self.last_time:
+            rate_text = "     --"
+        else:
+            rate = (step - self.last_step) / (now - self.last_time)
+            rate_text = f"{rate:7.0f}"
         self.last_step, self.last_time = step, now
-        self.stream.write(
-            f"\rstep {step:>8d}  max change {max_change:9.3e}  "
-            f"{rate:8.0f} steps/s  elapsed {elapsed:7.1f} s"
+        line = (
+            f"step {step:>8d}  max change {max_change:9.3e}  "
+            f"{rate_text} steps/s  elapsed {elapsed:7.1f} s"
         )
+        if self.tty:
+            self.stream.write("\r" + line)
+        elif now - self.last_line >= self.log_every_s:
+            self.stream.write(line + "\n")
+            self.last_line = now
+        else:
+            return
         self.stream.flush()
+
+    def finish(self) -> None:
+        """End the in-place line on a terminal."""
+        if self.tty and self.last_step is not None:
+            self.stream.write("\n")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -67,8 +91,8 @@ def _run(args: argparse.Namespace) -> int:
             print(message, file=sys.stderr)
 
     summary = run_experiment(config, args.output, progress=printer, log=log)
-    if printer is not None and printer.last_step:
-        sys.stderr.write("\n")
+    if printer is not None:
+        printer.finish()
     directory = args.output or config.output.directory
     keys = [
         "status",
@@ -81,13 +105,19 @@ def _run(args: argparse.Namespace) -> int:
         "n_actors",
     ]
     print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=2))
-    print(f"run directory: {directory}", file=sys.stderr)
+    log(f"run directory: {directory}")
     return 0 if summary["status"] == "converged" else 3
 
 
 def _bench(args: argparse.Namespace) -> int:
     from sheafsim.bench import run_benchmarks, write_report
 
+    output = Path(args.output)
+    if output.exists() and not output.is_file() or not output.parent.is_dir():
+        raise SheafsimError(
+            f"cannot write the benchmark report to {output}: its folder does not "
+            "exist or the path is not a file; pass --output with a writable .md path"
+        )
     command = "sheafsim bench" + (" --quick" if args.quick else "")
     if args.only:
         command += " " + " ".join(f"--only {name}" for name in args.only)

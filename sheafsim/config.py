@@ -154,6 +154,16 @@ _CHOICES = {
 }
 
 
+_TYPE_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "list[int]": "a list of positive integers",
+    "int | str": "an integer or a string",
+    "float | str": "a number or a string",
+}
+
+
 def _check_type(value: Any, annotation: str, where: str) -> Any:
     """Check ``value`` against a field annotation written as a string."""
     allowed = {
@@ -166,7 +176,7 @@ def _check_type(value: Any, annotation: str, where: str) -> Any:
     }[annotation]
     if isinstance(value, bool) or not isinstance(value, allowed):
         raise ConfigError(
-            f"{where} must be of type {annotation}, got {type(value).__name__} "
+            f"{where} must be {_TYPE_WORDS[annotation]}, got {type(value).__name__} "
             f"{value!r}"
         )
     if isinstance(value, list) and not all(
@@ -179,14 +189,19 @@ def _check_type(value: Any, annotation: str, where: str) -> Any:
     return value
 
 
-def _build_table(name: str, raw: Any, path: str) -> Any:
+def _build_table(
+    name: str, raw: Any, path: str, overridden: frozenset[str] = frozenset()
+) -> Any:
     cls = _TABLES[name]
     if not isinstance(raw, dict):
         raise ConfigError(f"[{name}] in {path} must be a table, got {raw!r}")
     known = {f.name: f for f in fields(cls)}
     values = {}
     for key, value in raw.items():
-        where = f"{name}.{key} in {path}"
+        if f"{name}.{key}" in overridden:
+            where = f"{name}.{key} (set on the command line)"
+        else:
+            where = f"{name}.{key} in {path}"
         if key not in known:
             raise ConfigError(
                 f"unknown key {name}.{key} in {path}; valid keys of [{name}] are "
@@ -200,6 +215,27 @@ def _build_table(name: str, raw: Any, path: str) -> Any:
     table = cls(**values)
     _check_values(name, table, path)
     return table
+
+
+# Integrators that the vertex actors implement.
+_ACTOR_INTEGRATORS = ("euler", "nesterov")
+_DATASET_SIZES = {"digits": 1797}
+
+
+def _check_combination(tables: dict[str, Any], path: str) -> None:
+    diffusion, runtime, data = tables["diffusion"], tables["runtime"], tables["data"]
+    if runtime.backend == "actors" and diffusion.integrator not in _ACTOR_INTEGRATORS:
+        raise ConfigError(
+            f"diffusion.integrator {diffusion.integrator!r} in {path} does not run on "
+            f"vertex actors; use one of {list(_ACTOR_INTEGRATORS)} or set "
+            "runtime.backend = 'inprocess'"
+        )
+    size = _DATASET_SIZES.get(data.dataset)
+    if size is not None and isinstance(data.samples, int) and data.samples > size:
+        raise ConfigError(
+            f"data.samples = {data.samples} in {path} exceeds the {size} samples of "
+            f"the {data.dataset!r} data set; use at most {size} or 'all'"
+        )
 
 
 def _check_values(name: str, table: Any, path: str) -> None:
@@ -229,6 +265,11 @@ def _check_values(name: str, table: Any, path: str) -> None:
         fail("report_every", ">= 1")
     if name == "runtime" and table.num_cpus < 0:
         fail("num_cpus", ">= 0")
+    if name == "network" and table.max_iter < 1:
+        fail("max_iter", ">= 1")
+    for key in ("seed",):
+        if hasattr(table, key) and getattr(table, key) < 0:
+            fail(key, "a non-negative integer")
 
 
 def load_config(

@@ -30,7 +30,7 @@ from sheafsim._backend import namespace, to_numpy
 from sheafsim._kernels import edge_discord, neural_forces, neural_residuals
 from sheafsim.errors import ConvergenceError, InvalidValueError
 from sheafsim.integrators import INTEGRATORS, make_integrator
-from sheafsim.neural import NeuralSheaf, state_from_mapping
+from sheafsim.neural import NeuralSheaf, check_seed, state_from_mapping
 from sheafsim.pins import HardPin, ResolvedPin, SoftPin, resolve_pins
 from sheafsim.stepsize import check_step_size
 
@@ -134,10 +134,40 @@ def _device(x: Any) -> Any:
 
 
 def _positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise InvalidValueError(
+            f"{name}={value!r} is invalid; {name} must be a positive number"
+        )
     value = float(value)
     if not (value > 0 and math.isfinite(value)):
         raise InvalidValueError(f"{name}={value} is invalid; {name} must be positive")
     return value
+
+
+def _check_steps(min_steps: Any, max_steps: Any) -> tuple[int, int]:
+    for name, value in (("min_steps", min_steps), ("max_steps", max_steps)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise InvalidValueError(
+                f"{name}={value!r} is invalid; {name} must be an integer"
+            )
+    # min_steps above max_steps is allowed: the run then ends at max_steps.
+    if max_steps < 1 or min_steps < 0:
+        raise InvalidValueError(
+            f"max_steps={max_steps} and min_steps={min_steps} are invalid; need "
+            "max_steps >= 1 and min_steps >= 0"
+        )
+    return int(min_steps), int(max_steps)
+
+
+def _check_record_at(record_at: Iterable[int]) -> set[int]:
+    steps = set()
+    for step in record_at:
+        if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
+            raise InvalidValueError(
+                f"record_at contains {step!r}; give non-negative integer steps"
+            )
+        steps.add(int(step))
+    return steps
 
 
 def diffuse(
@@ -221,11 +251,17 @@ def diffuse(
     alpha = _positive("alpha", alpha)
     dt = _positive("dt", dt)
     tol = _positive("tol", tol)
-    if int(max_steps) < 1 or int(min_steps) < 0:
+    min_steps, max_steps = _check_steps(min_steps, max_steps)
+    check_seed(seed)
+    if state is not None and not (isinstance(init, str) and init == "random"):
         raise InvalidValueError(
-            f"max_steps={max_steps} and min_steps={min_steps} are invalid; need "
-            "max_steps >= 1 and min_steps >= 0"
+            f"both init={init!r} and state were given; pass the initial stalks "
+            "through one of them"
         )
+    if isinstance(pins, HardPin):
+        pins = [pins]
+    if isinstance(soft_pins, SoftPin):
+        soft_pins = [soft_pins]
     if output_mode not in ("jacobian", "identity"):
         raise InvalidValueError(
             f"unknown output_mode {output_mode!r}; use 'jacobian' or 'identity'"
@@ -247,11 +283,21 @@ def diffuse(
 
     step_size = alpha * dt
     if check_step:
-        check_step_size(net, x, values, alpha, dt, output_mode, integrator)
+        check_step_size(
+            net,
+            x,
+            values,
+            alpha,
+            dt,
+            output_mode,
+            integrator,
+            momentum,
+            soft_pin_gamma=max((pin.gamma for pin in soft), default=0.0),
+        )
 
     system = _NeuralSystem(xp, net, x, names, hard, soft, output_mode)
     stepper = make_integrator(integrator, xp, values, step_size, momentum)
-    recorder = _Recorder(system, record_every, set(int(s) for s in record_at))
+    recorder = _Recorder(system, record_every, _check_record_at(record_at))
     recorder.record(0, values)
 
     run = _integrate(

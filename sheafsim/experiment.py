@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -22,7 +23,7 @@ import numpy as np
 
 from sheafsim.config import ExperimentConfig
 from sheafsim.dynamics import diffuse, initial_state
-from sheafsim.errors import ConfigError, RuntimeFailure
+from sheafsim.errors import ConfigError, RuntimeFailure, SheafsimError
 from sheafsim.integrators import stability_limit
 from sheafsim.neural import NeuralSheaf
 from sheafsim.stepsize import estimate_lambda_max
@@ -112,21 +113,31 @@ def _load_npz(path: str, config_path: str) -> NeuralSheaf:
         resolved = Path(config_path).parent / resolved
     if not resolved.exists():
         raise ConfigError(f"network.path {path!r} in {config_path} not found")
-    with np.load(resolved) as archive:
+    try:
+        archive = np.load(resolved, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"network.path {resolved} is not a readable .npz archive ({error}); save "
+            "the weights with numpy.savez(path, W1=..., b1=..., ...)"
+        ) from None
+    with archive:
+        files = list(getattr(archive, "files", []))
         layers = sorted(
-            int(key[1:])
-            for key in archive.files
-            if key.startswith("W") and key[1:].isdigit()
+            int(key[1:]) for key in files if key.startswith("W") and key[1:].isdigit()
         )
-        if not layers or layers != list(range(1, len(layers) + 1)):
+        expected = [name for i in layers for name in (f"W{i}", f"b{i}")]
+        missing = [name for name in expected if name not in files]
+        if not layers or layers != list(range(1, len(layers) + 1)) or missing:
             raise ConfigError(
-                f"{resolved} must contain arrays W1, b1, W2, b2, ...; found "
-                f"{archive.files}"
+                f"{resolved} must contain arrays W1, b1, W2, b2, ...; found {files}"
             )
         weights = [archive[f"W{i}"] for i in layers]
         biases = [archive[f"b{i}"] for i in layers]
-        output = str(archive["output"]) if "output" in archive.files else "identity"
-    return NeuralSheaf(weights, biases, output=output)  # type: ignore[arg-type]
+        output = str(archive["output"]) if "output" in files else "identity"
+    try:
+        return NeuralSheaf(weights, biases, output=output)  # type: ignore[arg-type]
+    except SheafsimError as error:
+        raise ConfigError(f"network in {resolved}: {error}") from None
 
 
 def resolve_dt(config: ExperimentConfig, experiment: Experiment) -> tuple[float, float]:
@@ -153,6 +164,26 @@ def _energy(net: NeuralSheaf, state: dict[str, Any]) -> float:
     return 0.5 * sum(edge_discord(np, net, res).values())
 
 
+def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Raise RuntimeFailure unless a TCP connection to ``host:port`` opens."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise RuntimeFailure(
+            f"Ray address {address!r} is invalid; use 'auto', 'host:port' or "
+            "'ray://host:port'"
+        )
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout_s):
+            pass
+    except OSError as error:
+        raise RuntimeFailure(
+            f"could not reach the Ray cluster at {address!r} within {timeout_s:g} s "
+            f"({error}); check that 'ray start --head' runs there and the port is "
+            "open, or leave runtime.address empty to start a local Ray"
+        ) from None
+
+
 def _start_ray(config: ExperimentConfig) -> str:
     import ray
 
@@ -160,6 +191,18 @@ def _start_ray(config: ExperimentConfig) -> str:
     if ray.is_initialized():
         return str(ray.get_runtime_context().gcs_address)
     if runtime.address:
+        if runtime.address.startswith("ray://"):
+            try:
+                import grpc  # noqa: F401
+                import ray.util.client  # noqa: F401
+            except ImportError:
+                raise RuntimeFailure(
+                    f"address {runtime.address!r} uses Ray Client, which needs "
+                    "pip install 'ray[client]'; or run sheafsim on the head node "
+                    "with --address auto"
+                ) from None
+        if runtime.address != "auto":
+            _check_reachable(runtime.address)
         try:
             ray.init(address=runtime.address, logging_level=logging.WARNING)
         except (ConnectionError, TimeoutError, RuntimeError, ValueError) as error:
@@ -177,6 +220,18 @@ def _start_ray(config: ExperimentConfig) -> str:
             options["num_cpus"] = runtime.num_cpus
         ray.init(**options)
     return str(ray.get_runtime_context().gcs_address)
+
+
+def _prepare_directory(directory: Path) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(
+            f"run directory {directory} exists and is not a directory; choose "
+            "another --output"
+        )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create run directory {directory}: {error}") from None
 
 
 def run_experiment(
@@ -198,12 +253,13 @@ def run_experiment(
     """
     say = log or (lambda message: logger.info("%s", message))
     directory = Path(output_dir or config.output.directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(
-        json.dumps(config.to_dict(), indent=2) + "\n"
-    )
+    _prepare_directory(directory)
 
+    # Check the address before the model is fitted, so a bad one fails fast.
     started = time.perf_counter()
+    address = config.runtime.address
+    if config.runtime.backend == "actors" and address not in ("", "auto"):
+        _check_reachable(address)
     experiment = prepare(config)
     if "test_accuracy" in experiment.info:
         say(
@@ -238,18 +294,26 @@ def run_experiment(
         )
         summary.update(n_actors=0, schedule="inprocess", ray_address=None)
     else:
+        import ray
+
         from sheafsim.runtime import diffuse_on_actors
 
+        owns_ray = not ray.is_initialized()
         address = _start_ray(config)
         say(f"Ray at {address}; starting {len(experiment.net.vertices) + 1} actors")
-        result = diffuse_on_actors(  # type: ignore[assignment]
-            experiment.net,
-            experiment.x,
-            schedule=config.runtime.schedule,
-            report_every=config.runtime.report_every,
-            progress=progress,
-            **common,
-        )
+        try:
+            result = diffuse_on_actors(  # type: ignore[assignment]
+                experiment.net,
+                experiment.x,
+                schedule=config.runtime.schedule,
+                report_every=config.runtime.report_every,
+                progress=progress,
+                **common,
+            )
+        finally:
+            # A Ray started here is shut down here; a caller's Ray stays up.
+            if owns_ray:
+                ray.shutdown()
         summary.update(
             n_actors=result.n_actors,  # type: ignore[attr-defined]
             schedule=config.runtime.schedule,
@@ -275,7 +339,12 @@ def run_experiment(
         summary["max_abs_error_vs_predict_proba"] = float(
             np.max(np.abs(output - experiment.reference))
         )
+    # The three files are written together at the end, so a failed run leaves an
+    # earlier run in the same directory intact.
     np.save(directory / "outputs.npy", output)
+    (directory / "config.json").write_text(
+        json.dumps(config.to_dict(), indent=2) + "\n"
+    )
     (directory / "summary.json").write_text(
         json.dumps(_finite(summary), indent=2) + "\n"
     )

@@ -178,6 +178,16 @@ class NeuralSheaf:
         self.widths: list[int] = [int(self.weights[0].shape[1])] + [
             int(w.shape[0]) for w in self.weights
         ]
+        if min(self.widths) < 1:
+            raise ShapeError(
+                f"layer widths {self.widths} contain 0; every layer needs at least "
+                "one unit"
+            )
+        if output == "softmax" and self.widths[-1] == 1:
+            raise InvalidValueError(
+                "a softmax over one output unit is constantly 1; use "
+                "output='sigmoid' for a single probability"
+            )
 
     @classmethod
     def random(
@@ -194,7 +204,7 @@ class NeuralSheaf:
         output : {"identity", "sigmoid", "softmax"}
         """
         widths = _check_widths(widths)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_seed(seed))
         weights = [
             rng.normal(0.0, math.sqrt(2.0 / n_in), size=(n_out, n_in))
             for n_in, n_out in zip(widths[:-1], widths[1:], strict=True)
@@ -240,7 +250,12 @@ class NeuralSheaf:
         activation; ``output`` overrides it. The weights are copied to float64
         numpy arrays; use :meth:`to` to move them back to torch.
         """
-        import torch.nn as nn
+        try:
+            import torch.nn as nn
+        except ModuleNotFoundError:
+            raise InvalidValueError(
+                "from_torch needs torch; install it with pip install 'sheafsim[torch]'"
+            ) from None
 
         layers = list(module.children()) if isinstance(module, nn.Sequential) else []
         if not layers:
@@ -373,11 +388,24 @@ class NeuralSheaf:
         A 1-D input of length ``n_0`` is treated as one sample.
         """
         xp = namespace(self.weights[0])
-        if isinstance(x, np.ndarray | list | tuple) and xp is np:
-            x = np.asarray(x, dtype=self.weights[0].dtype)
-        elif xp is not np:
-            x = xp.asarray(
-                x, dtype=self.weights[0].dtype, device=self.weights[0].device
+        like = self.weights[0]
+        if xp is np or not hasattr(x, "shape"):
+            try:
+                host = np.asarray(x)
+                if np.iscomplexobj(host):
+                    raise TypeError("complex values")
+                x = host.astype(like.dtype) if xp is np else host
+            except (TypeError, ValueError) as error:
+                raise InvalidValueError(
+                    f"input x of type {type(x).__name__} cannot be read as a real "
+                    f"array ({error}); pass a float array of shape (n_0, batch)"
+                ) from None
+        if xp is not np:
+            x = xp.asarray(x, dtype=like.dtype, device=like.device)
+        if x.ndim == 0:
+            raise ShapeError(
+                f"input x is a scalar but the network expects shape "
+                f"(n_0, batch) = ({self.widths[0]}, batch)"
             )
         if x.ndim == 1:
             x = xp.reshape(x, (x.shape[0], 1))
@@ -386,6 +414,10 @@ class NeuralSheaf:
                 f"input x has shape {tuple(x.shape)} but the network expects "
                 f"(n_0, batch) = ({self.widths[0]}, batch); samples are columns, so "
                 "pass X.T for a (batch, features) matrix"
+            )
+        if x.shape[1] == 0:
+            raise ShapeError(
+                "input x has 0 columns; pass at least one sample as a column"
             )
         if not bool(xp.all(xp.isfinite(x))):
             raise InvalidValueError(
@@ -421,6 +453,17 @@ class NeuralSheaf:
 
     def __repr__(self) -> str:
         return f"NeuralSheaf(widths={self.widths}, output={self.output!r})"
+
+
+def check_seed(seed: Any) -> int | None:
+    """Return ``seed`` if it is None or a non-negative integer, else raise."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise InvalidValueError(
+            f"seed={seed!r} is invalid; use a non-negative integer or None"
+        )
+    return int(seed)
 
 
 def _check_widths(widths: Sequence[int]) -> list[int]:

@@ -83,7 +83,15 @@ def _resolve_one(
     if pin.coords is None:
         index = np.arange(dim)
     else:
-        index = np.asarray(list(pin.coords), dtype=np.int64).reshape(-1)
+        raw = list(pin.coords)
+        if not all(
+            isinstance(c, int | np.integer) and not isinstance(c, bool) for c in raw
+        ):
+            raise InvalidValueError(
+                f"pin on {pin.vertex!r} has coordinates {raw}; coordinates must be "
+                "integers"
+            )
+        index = np.asarray(raw, dtype=np.int64).reshape(-1)
         bad = index[(index < 0) | (index >= dim)]
         if bad.size:
             raise ShapeError(
@@ -96,7 +104,13 @@ def _resolve_one(
             )
     n = len(index)
     # Shapes are resolved on the host; the target then moves to like's device.
-    value = np.asarray(to_numpy(pin.value), dtype=np.float64)
+    try:
+        value = np.asarray(to_numpy(pin.value), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidValueError(
+            f"pin value on {pin.vertex!r} is {pin.value!r}; give a number or an "
+            "array of numbers"
+        ) from None
     if value.ndim == 0:
         target = np.full((n, batch), float(value))
     elif value.ndim == 1 and value.shape[0] == n:
@@ -140,10 +154,20 @@ def resolve_pins(
     because the hard pin overrides them.
     """
     hard = []
+    claimed: dict[Any, set[int]] = {}
     for pin in pins:
         if not isinstance(pin, HardPin):
             raise InvalidValueError(f"pins must be HardPin objects, got {pin!r}")
-        hard.append(_resolve_one(pin, dims, batch, xp, like))
+        resolved_hard = _resolve_one(pin, dims, batch, xp, like)
+        taken = claimed.setdefault(pin.vertex, set())
+        overlap = taken.intersection(int(i) for i in resolved_hard.index)
+        if overlap:
+            raise InvalidValueError(
+                f"two hard pins on {pin.vertex!r} both pin coordinates "
+                f"{sorted(overlap)}; pin each coordinate once"
+            )
+        taken.update(int(i) for i in resolved_hard.index)
+        hard.append(resolved_hard)
     soft = []
     for soft_pin in soft_pins:
         if not isinstance(soft_pin, SoftPin):

@@ -18,6 +18,8 @@ from scipy.sparse.linalg import eigsh
 from sheafsim.dynamics import (
     DiffusionResult,
     _apply_hard_pins,
+    _check_record_at,
+    _check_steps,
     _integrate,
     _positive,
     _Recorder,
@@ -128,6 +130,7 @@ def diffuse_sheaf(
     alpha = _positive("alpha", alpha)
     dt = _positive("dt", dt)
     tol = _positive("tol", tol)
+    min_steps, max_steps = _check_steps(min_steps, max_steps)
     if integrator not in INTEGRATORS:
         raise InvalidValueError(
             f"unknown integrator {integrator!r}; choose one of {sorted(INTEGRATORS)}"
@@ -147,8 +150,18 @@ def diffuse_sheaf(
                 f"initial state of {v!r} has shape {value.shape} but stalk {v!r} has "
                 f"dimension {sheaf.stalk_dim(v)}; give shape (d_v,) or (d_v, batch)"
             )
+        if not np.all(np.isfinite(value)):
+            raise InvalidValueError(
+                f"initial state of {v!r} contains NaN or infinite values"
+            )
         values.append(value)
     batch = values[0].shape[1]
+    batches = {v: value.shape[1] for v, value in zip(names, values, strict=True)}
+    if len(set(batches.values())) > 1:
+        raise InvalidValueError(
+            f"initial state mixes batch sizes {batches}; give every vertex the same "
+            "number of columns"
+        )
     dims = {v: sheaf.stalk_dim(v) for v in names}
     hard, soft = resolve_pins(pins, soft_pins, dims, batch, np, values[0])
     _apply_hard_pins(names, values, hard)  # type: ignore[arg-type]
@@ -166,7 +179,7 @@ def diffuse_sheaf(
 
     system = _SheafSystem(sheaf, names, hard, soft)
     stepper = make_integrator(integrator, np, values, alpha * dt, momentum)
-    recorder = _Recorder(system, record_every, {int(s) for s in record_at})  # type: ignore[arg-type]
+    recorder = _Recorder(system, record_every, _check_record_at(record_at))  # type: ignore[arg-type]
     recorder.record(0, values)
     status, message, steps, values, max_change, crossings, wall = _integrate(
         system,

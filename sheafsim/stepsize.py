@@ -106,12 +106,16 @@ def check_step_size(
     output_mode: str,
     integrator: str,
     momentum: float | None = None,
+    soft_pin_gamma: float = 0.0,
 ) -> float:
     """Raise :class:`StepSizeError` if ``alpha * dt`` is too large to be stable.
 
-    Returns the estimated largest ``lambda_max`` over the batch.
+    ``soft_pin_gamma`` is the largest soft-pin strength. A soft pin adds
+    ``gamma`` to the diagonal of the Laplacian, so ``lambda_max + gamma`` bounds
+    the largest eigenvalue from above. Returns that estimate.
     """
     lam = float(np.max(estimate_lambda_max(net, values, output_mode)))
+    lam += soft_pin_gamma
     limit = stability_limit(integrator, momentum)
     logger.debug("estimated lambda_max %.4g, stability limit %.3g", lam, limit)
     # The power iteration underestimates lambda_max, so keep a 2% margin.
@@ -121,7 +125,12 @@ def check_step_size(
             f"alpha*dt = {alpha * dt:.4g} is too large for the {integrator} "
             f"integrator: the free Laplacian at the initial pattern has "
             f"lambda_max ~ {lam:.4g}, so alpha*dt must stay below "
-            f"{limit:g}/lambda_max = {limit / lam:.4g}. Use dt <= {stable_dt:.3g}, "
-            "or pass check_step=False to run anyway"
+            f"{limit:g}/lambda_max = {limit / lam:.4g}. Use dt <= {stable_dt:.3g}"
+            + (
+                f" or weaker soft pins (largest gamma {soft_pin_gamma:g})"
+                if soft_pin_gamma
+                else ""
+            )
+            + ", or pass check_step=False to run anyway"
         )
     return lam

@@ -124,8 +124,8 @@ def test_bench_quick_writes_report(tmp_path):
     assert "Steps to tolerance" in text
 
 
-def test_bench_unknown_name(capsys):
-    assert main(["bench", "--only", "warp", "--output", "/dev/null"]) == 2
+def test_bench_unknown_name(tmp_path, capsys):
+    assert main(["bench", "--only", "warp", "--output", str(tmp_path / "b.md")]) == 2
     assert "unknown benchmark 'warp'" in capsys.readouterr().err
 
 
@@ -145,3 +145,125 @@ def test_set_value_parsing(text, expected):
     from sheafsim.cli import _parse_value
 
     assert _parse_value(text) == expected
+
+
+def test_unreachable_address_fails_fast(tmp_path, capsys):
+    import time
+
+    start = time.perf_counter()
+    status = main(
+        [
+            "run",
+            "examples/digits.toml",
+            "--address",
+            "127.0.0.1:1",
+            "--quiet",
+            "--output",
+            str(tmp_path / "run"),
+        ]
+    )
+    assert status == 2
+    assert time.perf_counter() - start < 30
+    assert "could not reach the Ray cluster at '127.0.0.1:1'" in capsys.readouterr().err
+
+
+def test_malformed_address(tmp_path, capsys):
+    status = main(
+        [
+            "run",
+            "examples/digits.toml",
+            "--address",
+            "nowhere",
+            "--quiet",
+            "--output",
+            str(tmp_path / "run"),
+        ]
+    )
+    assert status == 2
+    assert "Ray address 'nowhere' is invalid" in capsys.readouterr().err
+
+
+def test_output_path_is_a_file(tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("x")
+    assert (
+        main(["run", "examples/digits.toml", "--output", str(target), "--quiet"]) == 2
+    )
+    assert "exists and is not a directory" in capsys.readouterr().err
+
+
+def npz_config(tmp_path, name, arrays):
+    np.savez(tmp_path / f"{name}.npz", **arrays)
+    config = tmp_path / f"{name}.toml"
+    config.write_text(
+        f'[network]\nsource = "npz"\npath = "{name}.npz"\n'
+        '[data]\ndataset = "random"\nsamples = 4\n'
+        '[runtime]\nbackend = "inprocess"\n'
+    )
+    return config
+
+
+def test_failed_run_keeps_earlier_run(tmp_path):
+    good = npz_config(
+        tmp_path,
+        "good",
+        {
+            "W1": np.ones((2, 3)),
+            "b1": np.zeros(2),
+            "W2": np.ones((1, 2)),
+            "b2": np.zeros(1),
+        },
+    )
+    bad = npz_config(tmp_path, "bad", {"W1": np.ones((2, 3)), "W2": np.ones((1, 2))})
+    out = tmp_path / "run"
+    assert main(["run", str(good), "--output", str(out), "--quiet"]) == 0
+    before = (out / "config.json").read_text()
+    assert main(["run", str(bad), "--output", str(out), "--quiet"]) == 2
+    assert (out / "config.json").read_text() == before
+
+
+def test_npz_missing_bias(tmp_path, capsys):
+    config = npz_config(tmp_path, "nob", {"W1": np.ones((2, 3)), "W2": np.ones((1, 2))})
+    assert main(["run", str(config), "--quiet", "--output", str(tmp_path / "r")]) == 2
+    assert "must contain arrays W1, b1, W2, b2" in capsys.readouterr().err
+
+
+def test_npz_not_an_archive(tmp_path, capsys):
+    (tmp_path / "junk.npz").write_text("not an archive")
+    config = tmp_path / "junk.toml"
+    config.write_text(
+        '[network]\nsource = "npz"\npath = "junk.npz"\n'
+        '[runtime]\nbackend = "inprocess"\n'
+    )
+    assert main(["run", str(config), "--quiet", "--output", str(tmp_path / "r")]) == 2
+    assert "is not a readable .npz archive" in capsys.readouterr().err
+
+
+def test_npz_invalid_network_names_file(tmp_path, capsys):
+    config = npz_config(
+        tmp_path, "nan", {"W1": np.full((2, 3), np.nan), "b1": np.zeros(2)}
+    )
+    assert main(["run", str(config), "--quiet", "--output", str(tmp_path / "r")]) == 2
+    assert "nan.npz: W1 contains NaN" in capsys.readouterr().err
+
+
+def test_bench_output_folder_missing(tmp_path, capsys):
+    report = tmp_path / "absent" / "bench.md"
+    assert main(["bench", "--quick", "--output", str(report)]) == 2
+    assert "cannot write the benchmark report" in capsys.readouterr().err
+
+
+def test_progress_lines_without_terminal():
+    import io
+
+    from sheafsim.cli import _ProgressPrinter
+
+    stream = io.StringIO()
+    printer = _ProgressPrinter(stream, log_every_s=0.0)
+    printer(100, 1e-3, 1.0)
+    printer(200, 1e-4, 2.0)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    assert "\r" not in stream.getvalue()
+    assert "--" in lines[0]
+    assert "step      200" in lines[1]

@@ -47,16 +47,14 @@ def test_unknown_table(tmp_path):
 
 def test_wrong_type_named(tmp_path):
     path = write(tmp_path, "[diffusion]\ntol = 'small'\n")
-    with pytest.raises(
-        ss.ConfigError, match="diffusion.tol in .* must be of type float"
-    ):
+    with pytest.raises(ss.ConfigError, match="diffusion.tol in .* must be a number"):
         load_config(path)
 
 
 def test_bool_is_not_int(tmp_path):
     path = write(tmp_path, "[diffusion]\nmax_steps = true\n")
     with pytest.raises(
-        ss.ConfigError, match="diffusion.max_steps .* must be of type int"
+        ss.ConfigError, match="diffusion.max_steps .* must be an integer"
     ):
         load_config(path)
 
@@ -95,4 +93,48 @@ def test_missing_file(tmp_path):
 def test_invalid_toml(tmp_path):
     path = write(tmp_path, "[diffusion\n")
     with pytest.raises(ss.ConfigError, match="is not valid TOML"):
+        load_config(path)
+
+
+def test_table_that_is_a_value(tmp_path):
+    path = write(tmp_path, "data = 5\n")
+    with pytest.raises(ss.ConfigError, match=r"\[data\] in .* must be a table"):
+        load_config(path, {"data.samples": 3})
+
+
+def test_override_blamed_on_command_line(tmp_path):
+    path = write(tmp_path, "")
+    with pytest.raises(ss.ConfigError, match=r"diffusion.seed \(set on the command"):
+        load_config(path, {"diffusion.seed": -1})
+
+
+def test_override_unknown_table(tmp_path):
+    path = write(tmp_path, "")
+    with pytest.raises(ss.ConfigError, match="--set solver.x names no"):
+        load_config(path, {"solver.x": 1})
+
+
+def test_max_iter_must_be_positive(tmp_path):
+    path = write(tmp_path, "[network]\nmax_iter = 0\n")
+    with pytest.raises(ss.ConfigError, match="network.max_iter .* must be >= 1"):
+        load_config(path)
+
+
+def test_heavy_ball_rejected_on_actors(tmp_path):
+    path = write(tmp_path, "[diffusion]\nintegrator = 'heavy_ball'\n")
+    with pytest.raises(ss.ConfigError, match="does not run on vertex actors"):
+        load_config(path)
+
+
+def test_heavy_ball_allowed_in_process(tmp_path):
+    path = write(
+        tmp_path,
+        "[diffusion]\nintegrator = 'heavy_ball'\n[runtime]\nbackend = 'inprocess'\n",
+    )
+    assert load_config(path).diffusion.integrator == "heavy_ball"
+
+
+def test_too_many_samples(tmp_path):
+    path = write(tmp_path, "[data]\nsamples = 5000\n")
+    with pytest.raises(ss.ConfigError, match="exceeds the 1797 samples"):
         load_config(path)

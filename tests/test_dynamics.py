@@ -264,3 +264,84 @@ def test_overflow_ends_non_finite():
         result = ss.diffuse(net, x, state=state, check_step=False)
     assert result.status == "non_finite"
     assert result.steps == 1
+
+
+def test_zero_columns_rejected():
+    net = ss.NeuralSheaf.random([2, 4, 1], seed=0)
+    with pytest.raises(ss.ShapeError, match="input x has 0 columns"):
+        ss.diffuse(net, np.ones((2, 0)))
+
+
+def test_scalar_input_rejected():
+    net = ss.NeuralSheaf.random([2, 4, 1], seed=0)
+    with pytest.raises(ss.ShapeError, match="input x is a scalar"):
+        net.forward(1.0)
+
+
+def test_text_input_rejected():
+    net = ss.NeuralSheaf.random([2, 4, 1], seed=0)
+    with pytest.raises(ss.InvalidValueError, match="cannot be read as a real array"):
+        net.forward([["a"], ["b"]])
+
+
+def test_complex_input_rejected():
+    net = ss.NeuralSheaf.random([2, 4, 1], seed=0)
+    with pytest.raises(ss.InvalidValueError, match="complex values"):
+        net.forward(np.ones((2, 1), dtype=complex))
+
+
+@pytest.mark.parametrize("seed", [-1, "a", 1.5])
+def test_bad_seed_rejected(seed):
+    net = ss.NeuralSheaf.random([2, 4, 1], seed=0)
+    with pytest.raises(ss.InvalidValueError, match="seed=.* is invalid"):
+        ss.diffuse(net, np.ones((2, 1)), seed=seed)
+
+
+def test_single_pin_object_accepted():
+    net = ss.NeuralSheaf.random([2, 4, 1], seed=0)
+    result = ss.diffuse(
+        net, np.ones((2, 1)), pins=ss.HardPin("z1", coords=[0], value=0.5), max_steps=3
+    )
+    assert result.state["z1"][0, 0] == 0.5
+
+
+def test_float_pin_coordinates_rejected():
+    net = ss.NeuralSheaf.random([2, 4, 1], seed=0)
+    with pytest.raises(ss.InvalidValueError, match="coordinates must be integers"):
+        ss.diffuse(net, np.ones((2, 1)), pins=[ss.HardPin("z1", coords=[1.5])])
+
+
+def test_conflicting_hard_pins_rejected():
+    net = ss.NeuralSheaf.random([2, 4, 1], seed=0)
+    pins = [ss.HardPin("z1", coords=[0, 1], value=0.0), ss.HardPin("z1", coords=[1])]
+    with pytest.raises(ss.InvalidValueError, match=r"both pin coordinates \[1\]"):
+        ss.diffuse(net, np.ones((2, 1)), pins=pins)
+
+
+def test_text_pin_value_rejected():
+    net = ss.NeuralSheaf.random([2, 4, 1], seed=0)
+    with pytest.raises(ss.InvalidValueError, match="give a number or an array"):
+        ss.diffuse(net, np.ones((2, 1)), pins=[ss.HardPin("z1", value="a")])
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"max_steps": 1.5}, "max_steps=1.5 is invalid"),
+        ({"max_steps": 0}, "max_steps=0 and min_steps=5 are invalid"),
+        ({"dt": "0.1"}, "dt='0.1' is invalid"),
+        ({"record_at": [-5]}, "record_at contains -5"),
+        ({"init": "zeros", "state": {}}, "both init='zeros' and state"),
+    ],
+)
+def test_invalid_run_settings(kwargs, match):
+    net = ss.NeuralSheaf.random([2, 4, 1], seed=0)
+    with pytest.raises(ss.InvalidValueError, match=match):
+        ss.diffuse(net, np.ones((2, 1)), **kwargs)
+
+
+def test_soft_pin_stiffness_in_step_check():
+    net = ss.NeuralSheaf.random([2, 4, 1], seed=0)
+    pin = ss.SoftPin("a1", value=0.0, gamma=1e6)
+    with pytest.raises(ss.StepSizeError, match="weaker soft pins"):
+        ss.diffuse(net, np.ones((2, 1)), soft_pins=[pin])

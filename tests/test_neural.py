@@ -171,3 +171,26 @@ def test_unknown_vertex():
     net = ss.NeuralSheaf.random([2, 4, 1], seed=0)
     with pytest.raises(ss.InvalidValueError, match="unknown vertex 'a2'"):
         net.stalk_dim("a2")
+
+
+def test_zero_width_layer():
+    with pytest.raises(ss.ShapeError, match=r"layer widths \[2, 0\] contain 0"):
+        ss.NeuralSheaf([np.ones((0, 2))], [np.zeros(0)])
+
+
+def test_one_unit_softmax():
+    with pytest.raises(ss.InvalidValueError, match="softmax over one output unit"):
+        ss.NeuralSheaf.random([2, 3, 1], output="softmax")
+
+
+def test_random_seed_rejected():
+    with pytest.raises(ss.InvalidValueError, match="seed=-1 is invalid"):
+        ss.NeuralSheaf.random([2, 3, 1], seed=-1)
+
+
+def test_from_torch_without_torch(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.nn", None)
+    with pytest.raises(ss.InvalidValueError, match=r"pip install 'sheafsim\[torch\]'"):
+        ss.NeuralSheaf.from_torch(object())

@@ -82,3 +82,20 @@ def test_sheaf_state_shape_rejected():
     sheaf = ss.constant_sheaf(nx.path_graph(2), dim=2)
     with pytest.raises(ss.InvalidValueError, match=r"initial state of 1 has shape"):
         ss.diffuse_sheaf(sheaf, {0: np.zeros(2), 1: np.zeros(3)})
+
+
+def test_sheaf_nan_state_rejected():
+    sheaf = ss.constant_sheaf(nx.path_graph(2))
+    with pytest.raises(ss.InvalidValueError, match="initial state of 0 contains NaN"):
+        ss.diffuse_sheaf(sheaf, {0: np.array([np.nan]), 1: np.zeros(1)})
+
+
+def test_sheaf_mixed_batches_rejected():
+    sheaf = ss.constant_sheaf(nx.path_graph(2))
+    with pytest.raises(ss.InvalidValueError, match="mixes batch sizes"):
+        ss.diffuse_sheaf(sheaf, {0: np.zeros((1, 2)), 1: np.zeros((1, 3))})
+
+
+def test_multigraph_rejected():
+    with pytest.raises(ss.InvalidValueError, match="without parallel edges"):
+        ss.constant_sheaf(nx.MultiGraph([(0, 1), (0, 1)]))
