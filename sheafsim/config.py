@@ -213,7 +213,7 @@ def _build_table(
             raise ConfigError(f"{where} is {value!r}; choose one of {list(choices)}")
         values[key] = value
     table = cls(**values)
-    _check_values(name, table, path)
+    _check_values(name, table, path, overridden)
     return table
 
 
@@ -238,11 +238,15 @@ def _check_combination(tables: dict[str, Any], path: str) -> None:
         )
 
 
-def _check_values(name: str, table: Any, path: str) -> None:
+def _check_values(
+    name: str, table: Any, path: str, overridden: frozenset[str] = frozenset()
+) -> None:
     def fail(key: str, rule: str) -> None:
-        raise ConfigError(
-            f"{name}.{key} in {path} is {getattr(table, key)!r}; it must be {rule}"
-        )
+        if f"{name}.{key}" in overridden:
+            where = f"{name}.{key} (set on the command line)"
+        else:
+            where = f"{name}.{key} in {path}"
+        raise ConfigError(f"{where} is {getattr(table, key)!r}; it must be {rule}")
 
     if name == "diffusion":
         for key in ("alpha", "tol"):
@@ -298,15 +302,26 @@ def load_config(
         raise ConfigError(f"config file {path} not found") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
-    for dotted, value in (overrides or {}).items():
-        table, _, key = dotted.partition(".")
-        raw.setdefault(table, {})[key] = value
     unknown = sorted(set(raw) - set(_TABLES))
     if unknown:
         raise ConfigError(
             f"unknown table [{unknown[0]}] in {path}; valid tables are {list(_TABLES)}"
         )
+    for name, table in raw.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{name}] in {path} must be a table, got {table!r}")
+    for dotted, value in (overrides or {}).items():
+        table_name, _, key = dotted.partition(".")
+        if table_name not in _TABLES or not key:
+            raise ConfigError(
+                f"--set {dotted} names no configuration value; use table.key with a "
+                f"table from {list(_TABLES)}"
+            )
+        raw.setdefault(table_name, {})[key] = value
+    overridden = frozenset(overrides or {})
     tables = {
-        name: _build_table(name, raw.get(name, {}), str(path)) for name in _TABLES
+        name: _build_table(name, raw.get(name, {}), str(path), overridden)
+        for name in _TABLES
     }
+    _check_combination(tables, str(path))
     return ExperimentConfig(**tables, source_path=str(path))
