@@ -200,8 +200,8 @@ def test_invalid_arguments_raise_before_actors():
         diffuse_on_actors(net, np.zeros((3, 2)))
     with pytest.raises(InvalidValueError, match="integrator 'heavy_ball'"):
         diffuse_on_actors(net, x, integrator="heavy_ball")
-    with pytest.raises(InvalidValueError, match="unknown schedule 'async'"):
-        diffuse_on_actors(net, x, schedule="async")
+    with pytest.raises(InvalidValueError, match="unknown schedule 'gossip'"):
+        diffuse_on_actors(net, x, schedule="gossip")
     with pytest.raises(InvalidValueError, match="window=2 is smaller"):
         diffuse_on_actors(net, x, report_every=5, window=2)
     with pytest.raises(ss.StepSizeError, match="too large"):

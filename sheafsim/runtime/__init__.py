@@ -7,6 +7,7 @@ from its neighbours' messages, and pushes its restricted values to them
 rule of :func:`sheafsim.dynamics.diffuse` to the vertices' reports.
 """
 
+from sheafsim.runtime.coordinator import ReportRow
 from sheafsim.runtime.driver import SCHEDULES, ActorRunResult, diffuse_on_actors
 from sheafsim.runtime.maps import (
     AffineMap,
@@ -16,11 +17,14 @@ from sheafsim.runtime.maps import (
     ReluMaskMap,
     RestrictionMap,
 )
+from sheafsim.runtime.spec import DelayModel
 
 __all__ = [
     "diffuse_on_actors",
     "ActorRunResult",
     "SCHEDULES",
+    "DelayModel",
+    "ReportRow",
     "RestrictionMap",
     "IdentityMap",
     "MatrixMap",

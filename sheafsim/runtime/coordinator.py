@@ -1,7 +1,10 @@
 """Coordinator actor: applies the stopping rule to the vertex reports.
 
 Every stepping vertex reports the one-step change of each of its steps, in
-chunks of ``report_every`` steps. Once every vertex has reported step ``t``, the
+chunks of ``report_every`` steps, with its energy terms and counters. The
+coordinator keeps every report as a :class:`ReportRow`.
+
+Synchronous schedule: once every vertex has reported step ``t``, the
 coordinator takes the max over vertices and applies the rule of
 :func:`sheafsim.dynamics.diffuse` to it, in order:
 
@@ -14,6 +17,28 @@ At the first step ``T`` that ends the run it sends ``stop(T)`` to every vertex.
 While the run goes on it grants each vertex permission to run up to
 ``window`` steps past the last checked step, so that every vertex still keeps
 its stalk of step ``T`` when the stop arrives.
+
+Asynchronous schedule: vertices have no common step, so the rule is applied
+to each report as it arrives:
+
+1. ``non_finite`` if any reported change is NaN or infinite;
+2. ``diverged`` if any exceeds ``DIVERGENCE_FACTOR * max(step-1 changes, 1)``;
+3. ``converged`` after a quiescence round. A round starts when every stepping
+   vertex has taken at least ``min_steps`` steps and reported changes below
+   ``tol`` for its last ``convergence_window`` steps. Every vertex then pauses
+   and replies with its counters and the one-step change it would make on the
+   latest messages it has received. The coordinator polls again until the
+   replies show as many messages received as sent, so no message is in flight and
+   every vertex has its neighbours' current values. If every one-step change
+   is then below ``tol``, the run has converged. Otherwise the vertices resume,
+   and a new round needs ``convergence_window`` fresh changes per vertex and
+   waits ``ROUND_BACKOFF`` times as long as the failed round took, so the
+   vertices spend at most a quarter of the run paused.
+4. ``max_steps`` once some vertex has reported step ``max_steps`` and every
+   other one has too or is idle. An idle vertex (unbounded schedule only) has
+   relaxed on the messages it has and waits for a new one.
+
+The run ends with ``stop(None)``, and every vertex returns its current stalk.
 """
 
 from __future__ import annotations
@@ -22,6 +47,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,9 +55,17 @@ import ray
 
 from sheafsim.dynamics import DIVERGENCE_FACTOR
 
-__all__ = ["CoordinatorActor", "StoppingRule", "RunEnd"]
+__all__ = ["CoordinatorActor", "StoppingRule", "RunEnd", "ReportRow"]
 
 logger = logging.getLogger(__name__)
+
+# The poll interval of a quiescence round doubles from 1 ms up to this cap while
+# messages are still in flight.
+MAX_POLL_INTERVAL_S = 0.05
+
+# After a failed quiescence round of d seconds, the next one starts no earlier
+# than ROUND_BACKOFF * d seconds later.
+ROUND_BACKOFF = 3.0
 
 
 @dataclass(frozen=True)
@@ -46,11 +80,16 @@ class StoppingRule:
     alpha, dt : float
         Only quoted in the divergence message.
     window : int
-        Steps a vertex may run past the last checked step.
+        Steps a vertex may run past the last checked step (synchronous
+        schedule only).
     static_changes : dict of int to float
         One-step change contributed by static vertices at a step.
     static_energy : float
         Energy of edges between two static vertices.
+    schedule : {"sync", "async"}
+    convergence_window : int
+        Asynchronous schedule: steps of every vertex whose changes must all be
+        below ``tol`` before a quiescence round starts.
     """
 
     tol: float
@@ -61,6 +100,47 @@ class StoppingRule:
     window: int
     static_changes: dict[int, float] = field(default_factory=dict)
     static_energy: float = 0.0
+    schedule: str = "sync"
+    convergence_window: int = 10
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One vertex report, as kept by the coordinator.
+
+    Attributes
+    ----------
+    time_s : float
+        Seconds from :meth:`CoordinatorActor.start` to the report's arrival.
+    vertex : str
+    step : int
+        Steps the vertex had taken when it reported.
+    max_update : float
+        Max one-step change of the vertex over the steps since its previous
+        report (NaN or infinite if any of them was).
+    energy_step : int
+        Step whose evaluation point the energy terms belong to: the terms were
+        computed by step ``energy_step + 1``, on the messages that step used.
+    energy : dict of str to float
+        Discord ``|residual|^2 / batch`` of each edge the vertex reports, by
+        edge name, and ``"soft_pins"``, the soft-pin penalty, if it has any.
+    counters : dict of str to int
+        The vertex's counters: ``steps``, ``messages_sent``,
+        ``messages_received`` and ``max_staleness``.
+    idle : bool
+        Whether the vertex then waited for a new message because its last
+        ``convergence_window`` changes were below ``tol`` (asynchronous
+        schedule without a staleness bound).
+    """
+
+    time_s: float
+    vertex: str
+    step: int
+    max_update: float
+    energy_step: int
+    energy: dict[str, float]
+    counters: dict[str, int]
+    idle: bool = False
 
 
 @dataclass
@@ -72,17 +152,29 @@ class RunEnd:
     status : str
         ``"converged"``, ``"max_steps"``, ``"diverged"`` or ``"non_finite"``.
     steps : int
-        Stopping step ``T``.
+        Stopping step ``T`` (synchronous), or the max step over the vertices'
+        last reports (asynchronous).
     max_update : float
-        Max one-step change over all vertices at step ``T``.
+        Max one-step change over all vertices at step ``T`` (synchronous). For
+        an asynchronous run: at the quiescent state if it converged, else the
+        change that ended the run or the max of the vertices' last changes.
     message : str
     max_change_history : list of float
-        Max one-step change over all vertices of steps ``1..T``.
+        Entry ``t - 1`` is the max one-step change of step ``t`` over all
+        vertices. Asynchronous: over the vertices that reported step ``t``,
+        which took it at different times.
     energy_steps, energy : list
-        Sheaf energy ``1/2 (sum of edge discords + soft-pin penalties)`` at the
-        points where steps ``energy_steps[i] + 1`` evaluated their forces.
+        Sheaf energy ``1/2 (sum of edge discords + soft-pin penalties)``.
+        Synchronous: at the points where steps ``energy_steps[i] + 1`` evaluated
+        their forces. Asynchronous: one entry per round in which every
+        stepping vertex reported, from each vertex's latest terms, with
+        ``energy_steps[i]`` the smallest of their energy steps.
     elapsed_s : float
         Seconds from :meth:`CoordinatorActor.start` to the end.
+    reports : list of ReportRow
+        Every vertex report, in order of arrival.
+    quiescence_rounds : int
+        Quiescence rounds started (asynchronous schedule).
     """
 
     status: str
@@ -93,6 +185,8 @@ class RunEnd:
     energy_steps: list[int]
     energy: list[float]
     elapsed_s: float
+    reports: list[ReportRow] = field(default_factory=list)
+    quiescence_rounds: int = 0
 
 
 @dataclass
@@ -106,6 +200,27 @@ class _StepTally:
 class _EnergyTally:
     reports: int = 0
     total: float = 0.0
+
+
+@dataclass
+class _AsyncVertex:
+    """State the coordinator keeps for one stepping vertex of an asynchronous run."""
+
+    recent: deque[float]
+    step: int = 0
+    idle: bool = False
+    energy_step: int = 0
+    energy_total: float = 0.0
+
+
+@dataclass
+class _Round:
+    """A quiescence round and the replies to its current poll."""
+
+    round_id: int
+    started_s: float
+    polls: int = 0
+    replies: dict[str, tuple[dict[str, int], float]] = field(default_factory=dict)
 
 
 class CoordinatorActor:
@@ -126,6 +241,7 @@ class CoordinatorActor:
         self.vertices = vertices
         self.stepping = list(stepping)
         self.rule = rule
+        self.asynchronous = rule.schedule == "async"
         self.checked = 0
         self.first_change: float | None = None
         self.history: list[float] = []
@@ -133,6 +249,16 @@ class CoordinatorActor:
         self.energy: list[float] = []
         self.steps: dict[int, _StepTally] = {}
         self.energy_tallies: dict[int, _EnergyTally] = {}
+        self.rows: list[ReportRow] = []
+        self.async_vertices = {
+            name: _AsyncVertex(deque(maxlen=rule.convergence_window))
+            for name in self.stepping
+        }
+        self.energy_round: set[str] = set()
+        self.round: _Round | None = None
+        self.rounds_started = 0
+        self.next_round_s = 0.0
+        self._round_timer: asyncio.Task | None = None
         self.end: RunEnd | None = None
         self.start_time = time.perf_counter()
         self._ended = asyncio.Event()
@@ -151,6 +277,8 @@ class CoordinatorActor:
         changes: list[float],
         energy_step: int,
         energy_terms: dict[str, float],
+        counters: dict[str, int] | None = None,
+        idle: bool = False,
     ) -> None:
         """Record a vertex's one-step changes of steps ``first_step, ...``.
 
@@ -165,9 +293,67 @@ class CoordinatorActor:
             Step whose evaluation point the energy terms belong to.
         energy_terms : dict of str to float
             Discord of the edges this vertex reports and its soft-pin penalty.
+        counters : dict of str to int, optional
+            The vertex's counters (see :class:`ReportRow`).
+        idle : bool
+            Whether the vertex now waits for a new message. An idle report may
+            have no changes, and then it adds no row.
         """
         if self.end is not None:
             return
+        if self.asynchronous and not changes:
+            self._mark_idle(vertex, first_step - 1, idle)
+            self._check_async_end()
+            return
+        self.rows.append(
+            ReportRow(
+                time_s=time.perf_counter() - self.start_time,
+                vertex=vertex,
+                step=first_step + len(changes) - 1,
+                max_update=_max_change(changes),
+                energy_step=energy_step,
+                energy=dict(energy_terms),
+                counters=dict(counters or {}),
+                idle=idle,
+            )
+        )
+        if self.asynchronous:
+            self._report_async(
+                vertex, first_step, changes, energy_step, energy_terms, idle
+            )
+        else:
+            self._report_sync(first_step, changes, energy_step, energy_terms)
+
+    async def wait_end(self) -> RunEnd:
+        """Wait until the stopping rule ends the run and return how it ended."""
+        await self._ended.wait()
+        assert self.end is not None
+        return self.end
+
+    async def progress(self) -> tuple[int, float, float]:
+        """Return the run's step, its max one-step change and the seconds run.
+
+        Synchronous: the last checked step and its change. Asynchronous: the
+        max step over the vertices' last reports and the max of their last
+        changes.
+        """
+        elapsed = time.perf_counter() - self.start_time
+        if self.asynchronous:
+            return self._async_step(), self._async_last_change(), elapsed
+        change = self.history[-1] if self.history else math.nan
+        return self.checked, change, elapsed
+
+    async def report_rows(self) -> list[ReportRow]:
+        """Return every report received so far, in order of arrival."""
+        return list(self.rows)
+
+    def _report_sync(
+        self,
+        first_step: int,
+        changes: list[float],
+        energy_step: int,
+        energy_terms: dict[str, float],
+    ) -> None:
         for offset, change in enumerate(changes):
             tally = self.steps.setdefault(first_step + offset, _StepTally())
             tally.reports += 1
@@ -189,17 +375,6 @@ class CoordinatorActor:
             limit = min(self.checked + self.rule.window, self.rule.max_steps)
             for name in self.stepping:
                 self.vertices[name].permit.remote(limit)
-
-    async def wait_end(self) -> RunEnd:
-        """Wait until the stopping rule ends the run and return how it ended."""
-        await self._ended.wait()
-        assert self.end is not None
-        return self.end
-
-    async def progress(self) -> tuple[int, float, float]:
-        """Return the last checked step, its max one-step change and the seconds run."""
-        change = self.history[-1] if self.history else math.nan
-        return self.checked, change, time.perf_counter() - self.start_time
 
     def _check_complete_steps(self) -> None:
         needed = len(self.stepping)
@@ -233,11 +408,7 @@ class CoordinatorActor:
         if self.first_change is None:
             self.first_change = max(change, 1.0)
         if change > DIVERGENCE_FACTOR * self.first_change:
-            message = (
-                f"the one-step change grew to {change:.3g} at step {step}; "
-                f"lower dt (now {rule.dt}) or alpha (now {rule.alpha})"
-            )
-            self._finish("diverged", step, change, message)
+            self._finish("diverged", step, change, self._diverged_message(step, change))
         elif step >= rule.min_steps and change < rule.tol:
             self._finish(
                 "converged", step, change, f"max one-step change {change:.3g} < tol"
@@ -246,6 +417,217 @@ class CoordinatorActor:
             self._finish(
                 "max_steps", step, change, f"reached max_steps={rule.max_steps}"
             )
+
+    def _diverged_message(self, step: int, change: float) -> str:
+        return (
+            f"the one-step change grew to {change:.3g} at step {step}; "
+            f"lower dt (now {self.rule.dt}) or alpha (now {self.rule.alpha})"
+        )
+
+    def _report_async(
+        self,
+        vertex: str,
+        first_step: int,
+        changes: list[float],
+        energy_step: int,
+        energy_terms: dict[str, float],
+        idle: bool,
+    ) -> None:
+        state = self.async_vertices[vertex]
+        for offset, change in enumerate(changes):
+            step = first_step + offset
+            self._record_async_change(step, change)
+            if not math.isfinite(change):
+                message = f"vertex {vertex!r} became NaN or infinite at step {step}"
+                self._finish("non_finite", step, change, message)
+                return
+            if step == 1:
+                self.first_change = max(self.first_change or 1.0, change)
+            reference = self.first_change or 1.0
+            if change > DIVERGENCE_FACTOR * reference:
+                message = self._diverged_message(step, change)
+                self._finish("diverged", step, change, f"vertex {vertex!r}: {message}")
+                return
+        # A late report's old changes can only delay the next round.
+        state.recent.extend(changes)
+        if energy_step >= state.energy_step:
+            state.energy_step = energy_step
+            state.energy_total = sum(energy_terms.values())
+        self._mark_idle(vertex, first_step + len(changes) - 1, idle)
+        self._record_async_energy(vertex)
+        self._check_async_end()
+
+    def _mark_idle(self, vertex: str, step: int, idle: bool) -> None:
+        """Record a report's step and idle flag, ignoring what a late report undoes.
+
+        Ray runs the calls of an async actor in no guaranteed order, even
+        calls from one caller (Ray docs, "Actor Task Execution Order"). So the
+        step only grows, and only a report of a later step clears the flag.
+        """
+        state = self.async_vertices[vertex]
+        if step > state.step or (step == state.step and idle):
+            state.idle = idle
+        state.step = max(state.step, step)
+
+    def _check_async_end(self) -> None:
+        """Start a quiescence round or end the run with ``max_steps`` if due."""
+        if self.round is not None:
+            return
+        if self._windows_below_tol():
+            self._consider_round()
+            return
+        max_steps = self.rule.max_steps
+        states = list(self.async_vertices.values())
+        some_reached = any(s.step >= max_steps for s in states)
+        # NOTE: a message still in flight can wake an idle vertex, so the run
+        # may end with max_steps while that vertex had one more step to take.
+        if some_reached and all(s.step >= max_steps or s.idle for s in states):
+            self._finish(
+                "max_steps",
+                self._async_step(),
+                self._async_last_change(),
+                f"a vertex reached max_steps={max_steps} and every other one "
+                "reached it too or waited for a new message",
+            )
+
+    def _consider_round(self) -> None:
+        """Start a quiescence round if the windows allow one, now or after backoff."""
+        if self.round is not None or not self._windows_below_tol():
+            return
+        wait_s = self.next_round_s - self._elapsed()
+        if wait_s <= 0.0:
+            self._start_round()
+        elif self._round_timer is None:
+            # Idle vertices send no more reports, so check again after the
+            # backoff instead of waiting for the next report.
+            self._round_timer = asyncio.get_running_loop().create_task(
+                self._consider_round_later(wait_s)
+            )
+
+    async def _consider_round_later(self, wait_s: float) -> None:
+        await asyncio.sleep(wait_s)
+        self._round_timer = None
+        if self.end is None:
+            self._check_async_end()
+
+    def _record_async_change(self, step: int, change: float) -> None:
+        while len(self.history) < step:
+            self.history.append(
+                self.rule.static_changes.get(len(self.history) + 1, 0.0)
+            )
+        previous = self.history[step - 1]
+        if not math.isfinite(change):
+            if math.isfinite(previous) or math.isnan(change):
+                self.history[step - 1] = change
+        elif math.isfinite(previous):
+            self.history[step - 1] = max(previous, change)
+
+    def _record_async_energy(self, vertex: str) -> None:
+        self.energy_round.add(vertex)
+        if len(self.energy_round) < len(self.stepping):
+            return
+        states = self.async_vertices.values()
+        total = sum(s.energy_total for s in states) + self.rule.static_energy
+        self.energy_steps.append(min(s.energy_step for s in states))
+        self.energy.append(0.5 * total)
+        self.energy_round.clear()
+
+    def _windows_below_tol(self) -> bool:
+        rule = self.rule
+        return all(
+            s.step >= rule.min_steps
+            and len(s.recent) == rule.convergence_window
+            and max(s.recent) < rule.tol
+            for s in self.async_vertices.values()
+        )
+
+    def _async_step(self) -> int:
+        return max((s.step for s in self.async_vertices.values()), default=0)
+
+    def _async_last_change(self) -> float:
+        last = [s.recent[-1] for s in self.async_vertices.values() if s.recent]
+        return max(last) if last else math.nan
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self.start_time
+
+    def _start_round(self) -> None:
+        self.rounds_started += 1
+        self.round = _Round(self.rounds_started, self._elapsed())
+        logger.debug("quiescence round %d started", self.rounds_started)
+        for handle in self.vertices.values():
+            handle.pause.remote(self.rounds_started)
+
+    @ray.method(num_returns=0)
+    async def quiescence_report(
+        self,
+        round_id: int,
+        vertex: str,
+        counters: dict[str, int],
+        next_change: float,
+    ) -> None:
+        """Record a paused vertex's reply to quiescence round ``round_id``.
+
+        Parameters
+        ----------
+        round_id : int
+        vertex : str
+        counters : dict of str to int
+            The vertex's counters when it replied.
+        next_change : float
+            The one-step change the vertex would make on the messages it had
+            when it replied; 0 for a static vertex.
+        """
+        current = self.round
+        if self.end is not None or current is None or current.round_id != round_id:
+            return
+        current.replies[vertex] = (counters, next_change)
+        if len(current.replies) < len(self.vertices):
+            return
+        sent = sum(c["messages_sent"] for c, _ in current.replies.values())
+        received = sum(c["messages_received"] for c, _ in current.replies.values())
+        if received != sent:
+            # Every vertex is paused, so no message is sent any more and the
+            # ones in flight only need time to arrive.
+            current.replies = {}
+            current.polls += 1
+            await asyncio.sleep(min(MAX_POLL_INTERVAL_S, 0.001 * 2**current.polls))
+            if self.end is None and self.round is current:
+                for handle in self.vertices.values():
+                    handle.poll.remote(round_id)
+            return
+        self._close_round(current)
+
+    def _close_round(self, current: _Round) -> None:
+        changes = [change for _, change in current.replies.values()]
+        worst = _max_change(changes)
+        if worst < self.rule.tol:
+            message = (
+                f"every vertex stayed below tol for {self.rule.convergence_window} "
+                f"steps, and with no message in flight the max one-step change "
+                f"was {worst:.3g} < tol"
+            )
+            self._finish("converged", self._async_step(), worst, message)
+            return
+        logger.debug(
+            "quiescence round %d: max one-step change %.3g >= tol after %d polls; "
+            "resuming",
+            current.round_id,
+            worst,
+            current.polls,
+        )
+        self.round = None
+        now = self._elapsed()
+        self.next_round_s = now + ROUND_BACKOFF * (now - current.started_s)
+        for state in self.async_vertices.values():
+            # A resumed vertex takes convergence_window fresh steps unless it
+            # has reached max_steps.
+            state.recent.clear()
+            state.idle = False
+        for handle in self.vertices.values():
+            handle.resume.remote(current.round_id)
+        # With every vertex at max_steps no report follows, so check now.
+        self._check_async_end()
 
     def _finish(self, status: str, step: int, change: float, message: str) -> None:
         elapsed = time.perf_counter() - self.start_time
@@ -258,8 +640,24 @@ class CoordinatorActor:
             energy_steps=self.energy_steps,
             energy=self.energy,
             elapsed_s=elapsed,
+            reports=self.rows,
+            quiescence_rounds=self.rounds_started,
         )
+        stop_step = None if self.asynchronous else step
         for handle in self.vertices.values():
-            handle.stop.remote(step)
+            handle.stop.remote(stop_step)
         logger.debug("run ended: %s at step %d after %.3f s", status, step, elapsed)
         self._ended.set()
+
+
+def _max_change(changes: list[float]) -> float:
+    """Return the max of ``changes``, NaN over infinity over finite values."""
+    if not changes:
+        return math.nan
+    worst = max((c for c in changes if math.isfinite(c)), default=-math.inf)
+    for change in changes:
+        if math.isnan(change):
+            return change
+        if math.isinf(change):
+            worst = change
+    return worst

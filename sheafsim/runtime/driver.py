@@ -4,7 +4,8 @@
 :func:`sheafsim.dynamics.diffuse` with one Ray actor per sheaf vertex and a
 coordinator actor that applies the stopping rule (arXiv:2603.14831). With the
 synchronous schedule the actors compute exactly the in-process iterates, so the
-final stalks and the number of steps match ``diffuse`` up to rounding.
+final stalks and the number of steps match ``diffuse`` up to rounding. With the
+asynchronous schedule every vertex steps on the latest messages it has.
 """
 
 from __future__ import annotations
@@ -21,17 +22,17 @@ from sheafsim.dynamics import _apply_hard_pins, _positive, initial_state
 from sheafsim.errors import InvalidValueError
 from sheafsim.neural import NeuralSheaf
 from sheafsim.pins import HardPin, SoftPin, resolve_pins
-from sheafsim.runtime.coordinator import StoppingRule
+from sheafsim.runtime.coordinator import ReportRow, StoppingRule
 from sheafsim.runtime.local import LOCAL_INTEGRATORS
 from sheafsim.runtime.runner import ActorRun, ProgressCallback
-from sheafsim.runtime.spec import RunSettings, neural_vertex_specs
+from sheafsim.runtime.spec import DelayModel, RunSettings, neural_vertex_specs
 from sheafsim.stepsize import check_step_size
 
 __all__ = ["diffuse_on_actors", "ActorRunResult", "SCHEDULES"]
 
 logger = logging.getLogger(__name__)
 
-SCHEDULES = ("sync",)
+SCHEDULES = ("sync", "async")
 
 
 @dataclass
@@ -43,30 +44,46 @@ class ActorRunResult:
     status : str
         ``"converged"``, ``"max_steps"``, ``"diverged"`` or ``"non_finite"``.
     steps : int
-        Number of steps taken (the stopping step).
+        Number of steps taken: the stopping step (synchronous schedule), or
+        the max over vertices of the steps each took (asynchronous schedule).
     state : dict of str to ndarray
         Final stalks, ``x`` included, each of shape ``(dim, batch)``.
     output : ndarray, shape (n_{k+1}, batch)
         ``y_out`` for sigmoid/softmax outputs, ``z{k+1}`` otherwise.
     max_update : float
-        Max one-step change over all vertices at the last step.
+        Max one-step change over all vertices at the last step. A converged
+        asynchronous run gives the change at its final, quiescent state.
     wall_time_s : float
         Seconds from the start of the vertex loops to the coordinator's end of
         the run, without actor start-up and clean-up.
     n_actors : int
         Vertex actors plus the coordinator.
     schedule : str
-        Message schedule, ``"sync"``.
+        Message schedule, ``"sync"`` or ``"async"``.
     message : str
         Human-readable reason for the status.
-    max_change_history : ndarray, shape (steps,)
-        Max one-step change over all vertices of steps ``1..steps``.
+    max_change_history : ndarray, shape (n,)
+        Max one-step change over all vertices of steps ``1..n``. Synchronous:
+        ``n == steps``. Asynchronous: over the vertices that reported step
+        ``t``, up to the last reported step.
     energy_trace : dict of str to list
         ``"step"`` and ``"energy"``: sheaf energy at the evaluation point of the
-        step after ``"step"``, recorded once per report interval.
+        step after ``"step"``, recorded once per report interval. Asynchronous:
+        from each vertex's latest terms, see
+        :class:`~sheafsim.runtime.coordinator.RunEnd`.
     integrator : str
     startup_time_s : float
         Seconds spent starting the actors.
+    vertex_stats : dict of str to dict
+        Final counters of every vertex, static ones included: ``steps``,
+        ``messages_sent``, ``messages_received`` and ``max_staleness`` (see
+        :class:`~sheafsim.runtime.vertex.VertexCounters`).
+    reports : list of ReportRow
+        Every report the vertices sent the coordinator, in order of arrival.
+    staleness_bound : int or None
+        Staleness bound of an asynchronous run.
+    quiescence_rounds : int
+        Quiescence rounds the coordinator started (asynchronous schedule).
     """
 
     status: str
@@ -82,6 +99,10 @@ class ActorRunResult:
     energy_trace: dict[str, list] = field(default_factory=dict)
     integrator: str = "euler"
     startup_time_s: float = 0.0
+    vertex_stats: dict[str, dict[str, int]] = field(default_factory=dict)
+    reports: list[ReportRow] = field(default_factory=list)
+    staleness_bound: int | None = None
+    quiescence_rounds: int = 0
 
     @property
     def converged(self) -> bool:
@@ -114,6 +135,9 @@ def diffuse_on_actors(
     progress_interval_s: float = 1.0,
     timeout_s: float | None = None,
     inject_fault: tuple[str, int] | None = None,
+    staleness_bound: int | None = None,
+    delays: DelayModel | None = None,
+    convergence_window: int | None = None,
 ) -> ActorRunResult:
     """Diffuse the neural sheaf with one Ray actor per vertex.
 
@@ -136,10 +160,19 @@ pin_initial_state, output_mode, check_step
     report_every : int
         Steps between two reports of a vertex to the coordinator.
     window : int, optional
-        Steps a vertex may run past the last step the coordinator has checked;
-        default ``2 * report_every``. Must be at least ``report_every``.
-    schedule : {"sync"}
-        Step ``t + 1`` of every vertex uses its neighbours' step-``t`` messages.
+        Synchronous schedule: steps a vertex may run past the last step the
+        coordinator has checked; default ``2 * report_every``. Must be at least
+        ``report_every``. The asynchronous schedule does not use it.
+    schedule : {"sync", "async"}
+        ``"sync"``: step ``t + 1`` of every vertex uses its neighbours'
+        step-``t`` messages. ``"async"``: every vertex steps on the latest
+        messages it has received, also when no new message arrived (see
+        :class:`~sheafsim.runtime.vertex.VertexActor` for when it waits). The
+        run converges after a quiescence round confirms that, with no message
+        in flight, every vertex's one-step change is below ``tol``. It ends
+        with ``max_steps`` once a vertex has taken ``max_steps`` steps and
+        every other one has too or waits for a new message. Each vertex
+        returns its stalk at the end.
     progress : callable, optional
         Called on the driver as ``progress(step, max_change, elapsed_s)`` about
         every ``progress_interval_s`` seconds with the last checked step.
@@ -151,6 +184,19 @@ pin_initial_state, output_mode, check_step
     inject_fault : tuple of (str, int), optional
         ``(vertex, step)``: make that vertex actor raise after that step. Used
         to test the failure path.
+    staleness_bound : int, optional
+        Asynchronous schedule only: a vertex at step ``t`` uses messages tagged
+        within ``t - B .. t + B`` and waits for one tagged at least ``t - B``
+        (see :class:`~sheafsim.runtime.local.AsyncSchedule`). ``0`` reproduces
+        the synchronous iterates. Default: no bound.
+    delays : DelayModel, optional
+        Seeded compute and message delays to inject; works with both
+        schedules. Under the synchronous schedule the result is the same as
+        without delays.
+    convergence_window : int, optional
+        Asynchronous schedule only: steps of every vertex whose one-step
+        changes must all be below ``tol`` before a quiescence round starts.
+        Default ``max(report_every, 10)``.
 
     Returns
     -------
@@ -162,7 +208,9 @@ pin_initial_state, output_mode, check_step
         Invalid arguments, before any actor starts.
     RuntimeFailure
         A vertex actor or the coordinator failed or died (the message names the
-        vertex), or the run timed out.
+        vertex), or the run timed out. Its ``reports`` attribute is the list of
+        :class:`~sheafsim.runtime.coordinator.ReportRow` received before the
+        failure, or None if the coordinator could not return it.
     """
     alpha = _positive("alpha", alpha)
     dt = _positive("dt", dt)
@@ -184,7 +232,7 @@ pin_initial_state, output_mode, check_step
         )
     if schedule not in SCHEDULES:
         raise InvalidValueError(
-            f"unknown schedule {schedule!r}; only {list(SCHEDULES)} is implemented"
+            f"unknown schedule {schedule!r}; use one of {list(SCHEDULES)}"
         )
     if int(report_every) < 1:
         raise InvalidValueError(f"report_every={report_every} must be >= 1")
@@ -194,6 +242,13 @@ pin_initial_state, output_mode, check_step
         raise InvalidValueError(
             f"window={window} is smaller than report_every={report_every}; the "
             "vertices would wait for a permit that never comes"
+        )
+    staleness_bound, convergence_window = _check_async_options(
+        schedule, staleness_bound, convergence_window, report_every
+    )
+    if delays is not None and not isinstance(delays, DelayModel):
+        raise InvalidValueError(
+            f"delays must be a DelayModel or None, not {type(delays).__name__}"
         )
     if timeout_s is not None:
         timeout_s = _positive("timeout_s", timeout_s)
@@ -209,6 +264,12 @@ pin_initial_state, output_mode, check_step
     if inject_fault is not None and inject_fault[0] not in names:
         raise InvalidValueError(
             f"inject_fault names vertex {inject_fault[0]!r}; use one of {names}"
+        )
+    unknown = [v for v in (delays.slowdown if delays else {}) if v not in names]
+    if unknown:
+        raise InvalidValueError(
+            f"delays.slowdown names unknown vertices {unknown}; use free vertices "
+            f"from {names}"
         )
     batch = x.shape[1]
     dims = {v: net.stalk_dim(v) for v in names}
@@ -229,6 +290,10 @@ pin_initial_state, output_mode, check_step
         output_mode,
         pin_initial_state,
     )
+    if delays is not None:
+        seeds = delays.child_seeds(len(specs))
+        for spec, delay_seed in zip(specs, seeds, strict=True):
+            spec.delay_seed = delay_seed
     settings = RunSettings(
         step_size=alpha * dt,
         integrator=integrator,
@@ -240,6 +305,11 @@ pin_initial_state, output_mode, check_step
             if inject_fault is None
             else (str(inject_fault[0]), int(inject_fault[1]))
         ),
+        schedule=schedule,
+        staleness_bound=staleness_bound,
+        delays=delays,
+        tol=tol,
+        convergence_window=convergence_window,
     )
     rule = StoppingRule(
         tol=tol,
@@ -250,20 +320,28 @@ pin_initial_state, output_mode, check_step
         window=window,
         static_changes=static_changes,
         static_energy=static_energy,
+        schedule=schedule,
+        convergence_window=convergence_window,
     )
     if not ray.is_initialized():
         logger.info("Ray is not initialised; starting a local instance")
         ray.init(include_dashboard=False)
     run = ActorRun(specs, settings, rule)
     try:
-        end, final, startup_s = run.execute(progress, progress_interval_s, timeout_s)
+        end, final, stats, startup_s = run.execute(
+            progress, progress_interval_s, timeout_s
+        )
     finally:
         run.kill_actors()
 
+    steps = end.steps
+    stepping = [spec.name for spec in specs if not spec.static]
+    if schedule == "async" and stepping:
+        steps = max(stats[name]["steps"] for name in stepping)
     output_vertex = "y_out" if net.has_output_vertex else f"z{net.depth + 1}"
     return ActorRunResult(
         status=end.status,
-        steps=end.steps,
+        steps=steps,
         state={v: final[v] for v in net.vertices},
         output=final[output_vertex],
         max_update=float(end.max_update),
@@ -275,4 +353,45 @@ pin_initial_state, output_mode, check_step
         energy_trace={"step": end.energy_steps, "energy": end.energy},
         integrator=integrator,
         startup_time_s=startup_s,
+        vertex_stats=stats,
+        reports=end.reports,
+        staleness_bound=staleness_bound,
+        quiescence_rounds=end.quiescence_rounds,
     )
+
+
+def _check_async_options(
+    schedule: str,
+    staleness_bound: int | None,
+    convergence_window: int | None,
+    report_every: int,
+) -> tuple[int | None, int]:
+    """Validate the options of the asynchronous schedule.
+
+    Returns the staleness bound and the convergence window with its default
+    filled in.
+    """
+    if schedule != "async":
+        for name, value in (
+            ("staleness_bound", staleness_bound),
+            ("convergence_window", convergence_window),
+        ):
+            if value is not None:
+                raise InvalidValueError(
+                    f"{name}={value} applies only to schedule='async'; drop it or "
+                    "set schedule='async'"
+                )
+    if staleness_bound is not None:
+        if int(staleness_bound) != staleness_bound or staleness_bound < 0:
+            raise InvalidValueError(
+                f"staleness_bound={staleness_bound} is invalid; use an integer "
+                ">= 0, or None for no bound"
+            )
+        staleness_bound = int(staleness_bound)
+    if convergence_window is None:
+        return staleness_bound, max(report_every, 10)
+    if int(convergence_window) != convergence_window or convergence_window < 1:
+        raise InvalidValueError(
+            f"convergence_window={convergence_window} is invalid; use an integer >= 1"
+        )
+    return staleness_bound, int(convergence_window)

@@ -1,4 +1,4 @@
-"""Vertex-local pieces of the actor runtime: message inbox, schedule, integrators.
+"""Vertex-local pieces of the actor runtime: message inbox, schedules, integrators.
 
 Nothing here touches Ray. A vertex actor combines an :class:`Inbox` of the
 restricted values its neighbours sent, a schedule that decides which messages a
@@ -10,12 +10,24 @@ actor run matches :func:`sheafsim.dynamics.diffuse` to rounding.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 from sheafsim.pins import ResolvedPin
+from sheafsim.runtime.spec import DelayModel
 
-__all__ = ["Inbox", "SyncSchedule", "LocalEuler", "LocalNesterov", "make_local"]
+__all__ = [
+    "Inbox",
+    "Selection",
+    "SyncSchedule",
+    "AsyncSchedule",
+    "make_schedule",
+    "DelaySampler",
+    "LocalEuler",
+    "LocalNesterov",
+    "make_local",
+]
 
 
 @dataclass
@@ -31,7 +43,7 @@ class Inbox:
     A message tagged with step ``t`` is the neighbour's restricted value at the
     point where step ``t + 1`` evaluates its forces. A static message is valid
     for every step from ``from_step`` on. Pinned neighbours send one static
-    message instead of one message per step.
+    message instead of one message per step. Messages may arrive in any order.
     """
 
     def __init__(self, edges: list[str]) -> None:
@@ -64,15 +76,61 @@ class Inbox:
             return messages.static_value
         raise KeyError(f"no message on edge {edge!r} for step {step}")
 
+    def latest(
+        self, edge: str, step: int, newest: int | None = None
+    ) -> tuple[int | None, np.ndarray] | None:
+        """Return ``(tag, value)`` of the latest usable message of ``edge``.
+
+        A static message valid at ``step`` is returned with tag None.
+        Otherwise this returns the per-step message with the largest tag that is
+        at most ``newest`` (any tag when ``newest`` is None), or None if there
+        is none.
+        """
+        messages = self._edges[edge]
+        if messages.static_from is not None and step >= messages.static_from:
+            assert messages.static_value is not None
+            return None, messages.static_value
+        tags = [tag for tag in messages.by_step if newest is None or tag <= newest]
+        if not tags:
+            return None
+        tag = max(tags)
+        return tag, messages.by_step[tag]
+
     def discard_through(self, step: int) -> None:
         """Delete the per-step messages of every step <= ``step``."""
         for messages in self._edges.values():
             for old in [s for s in messages.by_step if s <= step]:
                 del messages.by_step[old]
 
+    def discard_before(self, edge: str, step: int) -> None:
+        """Delete the per-step messages of ``edge`` tagged before ``step``."""
+        by_step = self._edges[edge].by_step
+        for old in [s for s in by_step if s < step]:
+            del by_step[old]
+
     def pending_count(self) -> int:
         """Number of stored per-step messages, over all edges."""
         return sum(len(m.by_step) for m in self._edges.values())
+
+
+class Selection(NamedTuple):
+    """Messages chosen for one step.
+
+    Attributes
+    ----------
+    values : list of ndarray
+        One message per incident edge, in edge order.
+    staleness : int
+        Max over edges of the vertex's own step minus the tag of the message
+        used, or 0 if no message is older than the step. Static messages count
+        as current.
+    tags : list of int or None
+        Step tag of each message used, None for a static message.
+    """
+
+    values: list[np.ndarray]
+    staleness: int
+    tags: list[int | None]
 
 
 class SyncSchedule:
@@ -82,9 +140,6 @@ class SyncSchedule:
     message. There is no global barrier. Vertices drift apart by at most their
     graph distance, and the coordinator's permit bounds how far any vertex runs
     ahead of the last step the coordinator has checked.
-
-    An asynchronous schedule would implement the same two methods and pick the
-    latest message no older than a staleness bound.
     """
 
     name = "sync"
@@ -93,11 +148,134 @@ class SyncSchedule:
         """Return whether every message that step ``step + 1`` needs has arrived."""
         return all(inbox.has(edge, step) for edge in edges)
 
-    def select(self, inbox: Inbox, edges: list[str], step: int) -> list[np.ndarray]:
+    def select(self, inbox: Inbox, edges: list[str], step: int) -> Selection:
         """Return the messages of step ``step`` in ``edges`` order and drop older."""
         selected = [inbox.get(edge, step) for edge in edges]
         inbox.discard_through(step)
-        return selected
+        tags: list[int | None] = [step] * len(edges)
+        return Selection(selected, 0, tags)
+
+
+class AsyncSchedule:
+    """Asynchronous schedule: each step uses the latest messages the vertex has.
+
+    Without a staleness bound, a vertex at step ``t`` uses the message with the
+    largest tag on each edge, and it may step again on the same messages. It
+    needs one message per edge before its first step.
+
+    With a bound ``B``, every message a step uses is within ``B`` steps of the
+    vertex's own step ``t``, in both directions. The vertex uses the latest
+    message tagged at most ``t + B`` and waits until it has one tagged at
+    least ``t - B``. A neighbour can run at most ``B + 1`` steps ahead, so the
+    upper limit only skips that neighbour's newest message, and ``B = 0`` uses
+    exactly the step-``t`` messages: the synchronous schedule. Static messages
+    are never stale.
+    """
+
+    name = "async"
+
+    def __init__(self, staleness_bound: int | None = None) -> None:
+        if staleness_bound is not None and staleness_bound < 0:
+            raise ValueError(f"staleness_bound={staleness_bound} must be >= 0")
+        self.bound = staleness_bound
+
+    def ready(self, inbox: Inbox, edges: list[str], step: int) -> bool:
+        """Return whether every edge has a message that step ``step + 1`` may use."""
+        return all(self._choose(inbox, edge, step) is not None for edge in edges)
+
+    def tags(
+        self, inbox: Inbox, edges: list[str], step: int
+    ) -> list[int | None] | None:
+        """Return the tags :meth:`select` would use, or None if it is not ready."""
+        tags = []
+        for edge in edges:
+            chosen = self._choose(inbox, edge, step)
+            if chosen is None:
+                return None
+            tags.append(chosen[0])
+        return tags
+
+    def select(self, inbox: Inbox, edges: list[str], step: int) -> Selection:
+        """Return the latest usable messages and drop older ones on each edge."""
+        values = []
+        tags: list[int | None] = []
+        staleness = 0
+        for edge in edges:
+            chosen = self._choose(inbox, edge, step)
+            if chosen is None:
+                raise KeyError(f"no usable message on edge {edge!r} at step {step}")
+            tag, value = chosen
+            if tag is not None:
+                inbox.discard_before(edge, tag)
+                staleness = max(staleness, step - tag)
+            values.append(value)
+            tags.append(tag)
+        return Selection(values, staleness, tags)
+
+    def _choose(
+        self, inbox: Inbox, edge: str, step: int
+    ) -> tuple[int | None, np.ndarray] | None:
+        if self.bound is None:
+            return inbox.latest(edge, step)
+        chosen = inbox.latest(edge, step, newest=step + self.bound)
+        if chosen is None:
+            return None
+        tag = chosen[0]
+        if tag is not None and tag < step - self.bound:
+            return None
+        return chosen
+
+
+SCHEDULE_NAMES = ("sync", "async")
+
+
+def make_schedule(
+    name: str, staleness_bound: int | None = None
+) -> SyncSchedule | AsyncSchedule:
+    """Create the schedule ``name``; ``staleness_bound`` applies to ``"async"``."""
+    if name == "sync":
+        return SyncSchedule()
+    if name == "async":
+        return AsyncSchedule(staleness_bound)
+    raise ValueError(f"unknown schedule {name!r}; use one of {SCHEDULE_NAMES}")
+
+
+class DelaySampler:
+    """Seeded draws of one vertex's injected compute and message delays.
+
+    A delay with mean ``m`` is ``m * U(1 - jitter, 1 + jitter)``. A mean of 0
+    gives 0 without a draw. The compute mean is ``compute_s`` times the vertex's
+    ``slowdown`` factor.
+
+    Parameters
+    ----------
+    model : DelayModel
+    vertex : str
+        Vertex name, looked up in ``model.slowdown``.
+    seed : numpy.random.SeedSequence
+        This vertex's child of ``SeedSequence(model.seed)``.
+    """
+
+    def __init__(
+        self, model: DelayModel, vertex: str, seed: np.random.SeedSequence
+    ) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.compute_mean = model.compute_s * float(model.slowdown.get(vertex, 1.0))
+        self.message_mean = model.message_s
+        self.jitter = model.jitter
+
+    def compute_delay(self) -> float:
+        """Draw the extra seconds one step takes."""
+        return self._draw(self.compute_mean)
+
+    def message_delay(self) -> float:
+        """Draw the latency of one message in seconds."""
+        return self._draw(self.message_mean)
+
+    def _draw(self, mean: float) -> float:
+        if mean == 0.0:
+            return 0.0
+        return mean * float(self.rng.uniform(1.0 - self.jitter, 1.0 + self.jitter))
 
 
 class LocalEuler:
@@ -119,6 +297,12 @@ class LocalEuler:
         """Return the new stalk and this vertex's one-step change."""
         new = value + self.h * force
         return new, self.h * float(np.max(np.abs(force)))
+
+    def next_change(
+        self, value: np.ndarray, point: np.ndarray, force: np.ndarray
+    ) -> float:
+        """Return the one-step change :meth:`advance` would make, without stepping."""
+        return self.h * float(np.max(np.abs(force)))
 
     def pin_previous(self, pins: list[ResolvedPin]) -> None:
         """Write hard pins into the kept previous stalk; Euler keeps none."""
@@ -157,6 +341,14 @@ class LocalNesterov:
             float(np.max(np.abs(change))), h * float(np.max(np.abs(force)))
         )
         return new, max_change
+
+    def next_change(
+        self, value: np.ndarray, point: np.ndarray, force: np.ndarray
+    ) -> float:
+        """Return the one-step change :meth:`advance` would make, without stepping."""
+        h = self.h
+        change = point + h * force - value
+        return max(float(np.max(np.abs(change))), h * float(np.max(np.abs(force))))
 
     def pin_previous(self, pins: list[ResolvedPin]) -> None:
         """Write hard pins into the previous stalk ``c_prev``.

@@ -4,7 +4,8 @@
 (``sheafsim-<run id>-<vertex>``) and a coordinator, and starts every vertex
 loop. It then waits on the coordinator's end and on every vertex loop at once.
 A vertex actor that raises or dies therefore ends the run at once with a
-:class:`~sheafsim.errors.RuntimeFailure` that names it.
+:class:`~sheafsim.errors.RuntimeFailure` that names it. That exception carries
+the coordinator's reports so far in its ``reports`` attribute.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ import ray
 from ray.exceptions import RayError
 
 from sheafsim.errors import RuntimeFailure
-from sheafsim.runtime.coordinator import CoordinatorActor, RunEnd, StoppingRule
+from sheafsim.runtime.coordinator import (
+    CoordinatorActor,
+    ReportRow,
+    RunEnd,
+    StoppingRule,
+)
 from sheafsim.runtime.spec import RunSettings, VertexSpec
 from sheafsim.runtime.vertex import VertexActor
 
@@ -30,6 +36,13 @@ __all__ = ["ActorRun", "ProgressCallback"]
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, float, float], None]
+
+# Seconds the driver waits for the coordinator's reports after a failure.
+REPORTS_TIMEOUT_S = 2.0
+
+# Seconds the driver waits, after the end, for the messages still in flight to
+# arrive before it reads the final counters.
+SETTLE_TIMEOUT_S = 5.0
 
 _RemoteVertex = ray.remote(VertexActor)
 _RemoteCoordinator = ray.remote(CoordinatorActor)
@@ -53,13 +66,46 @@ class ActorRun:
         progress: ProgressCallback | None,
         interval_s: float,
         timeout_s: float | None,
-    ) -> tuple[RunEnd, dict[str, np.ndarray], float]:
-        """Start the actors, wait for the end and gather the final stalks."""
+    ) -> tuple[RunEnd, dict[str, np.ndarray], dict[str, dict[str, int]], float]:
+        """Start the actors, wait for the end and gather the final stalks.
+
+        Returns
+        -------
+        end : RunEnd
+        final : dict of str to ndarray
+            Final stalk of every vertex.
+        stats : dict of str to dict
+            Final counters of every vertex (see
+            :class:`~sheafsim.runtime.vertex.VertexCounters`).
+        startup_s : float
+            Seconds spent starting the actors.
+
+        Raises
+        ------
+        RuntimeFailure
+            With attribute ``reports``: the coordinator's report rows up to the
+            failure, or None if they could not be fetched within
+            ``REPORTS_TIMEOUT_S`` seconds.
+        """
+        try:
+            return self._execute(progress, interval_s, timeout_s)
+        except RuntimeFailure as failure:
+            failure.reports = self._fetch_reports()  # type: ignore[attr-defined]
+            raise
+
+    def _execute(
+        self,
+        progress: ProgressCallback | None,
+        interval_s: float,
+        timeout_s: float | None,
+    ) -> tuple[RunEnd, dict[str, np.ndarray], dict[str, dict[str, int]], float]:
         start = time.perf_counter()
         deadline = math.inf if timeout_s is None else start + timeout_s
         for spec in self.specs:
+            # SPREAD places the vertex actors over all nodes of a cluster.
             self.vertices[spec.name] = _RemoteVertex.options(
-                name=f"sheafsim-{self.run_id}-{spec.name}"
+                name=f"sheafsim-{self.run_id}-{spec.name}",
+                scheduling_strategy="SPREAD",
             ).remote(spec, self.settings)
         stepping = [spec.name for spec in self.specs if not spec.static]
         self.coordinator = _RemoteCoordinator.options(
@@ -91,6 +137,7 @@ class ActorRun:
         end_ref = self.coordinator.wait_end.remote()
         end, final = self._wait_for_end(end_ref, runs, progress, interval_s, deadline)
         final.update(self._get_all(runs, deadline, "return its final stalk"))
+        stats = self._settled_stats(deadline)
         logger.info(
             "run %s ended: %s after %d steps in %.2f s",
             self.run_id,
@@ -98,7 +145,53 @@ class ActorRun:
             end.steps,
             end.elapsed_s,
         )
-        return end, final, startup_s
+        return end, final, stats, startup_s
+
+    def _settled_stats(self, deadline: float) -> dict[str, dict[str, int]]:
+        """Return every vertex's counters once all sent messages have arrived.
+
+        The vertices have stopped, so only messages already in flight can still
+        arrive. After ``SETTLE_TIMEOUT_S`` seconds this logs a warning and
+        returns the counters as they are.
+        """
+        give_up = min(deadline, time.perf_counter() + SETTLE_TIMEOUT_S)
+        wait_s = 0.001
+        while True:
+            refs = {h.stats.remote(): name for name, h in self.vertices.items()}
+            stats = self._get_all(refs, deadline, "return its counters")
+            sent = sum(s["messages_sent"] for s in stats.values())
+            received = sum(s["messages_received"] for s in stats.values())
+            if sent == received:
+                return stats
+            if time.perf_counter() + wait_s > give_up:
+                logger.warning(
+                    "run %s: %d messages sent but %d received %.1f s after the "
+                    "end; returning the counters as they are",
+                    self.run_id,
+                    sent,
+                    received,
+                    SETTLE_TIMEOUT_S,
+                )
+                return stats
+            time.sleep(wait_s)
+            wait_s = min(2 * wait_s, 0.1)
+
+    def _fetch_reports(self) -> list[ReportRow] | None:
+        """Return the coordinator's reports so far, or None if they are unavailable."""
+        if self.coordinator is None:
+            return None
+        try:
+            rows: list[ReportRow] = ray.get(
+                self.coordinator.report_rows.remote(), timeout=REPORTS_TIMEOUT_S
+            )
+        except RayError as error:
+            logger.warning(
+                "could not fetch the reports of failed run %s: %s",
+                self.run_id,
+                _cause(error),
+            )
+            return None
+        return rows
 
     def _wait_for_end(
         self,

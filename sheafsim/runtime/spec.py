@@ -10,10 +10,13 @@ coordinates (arXiv:2603.14831).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from sheafsim.errors import InvalidValueError
 from sheafsim.neural import NeuralSheaf
 from sheafsim.pins import ResolvedPin
 from sheafsim.runtime.maps import (
@@ -24,7 +27,13 @@ from sheafsim.runtime.maps import (
     RestrictionMap,
 )
 
-__all__ = ["EdgeEnd", "VertexSpec", "RunSettings", "neural_vertex_specs"]
+__all__ = [
+    "EdgeEnd",
+    "VertexSpec",
+    "DelayModel",
+    "RunSettings",
+    "neural_vertex_specs",
+]
 
 
 @dataclass
@@ -77,6 +86,8 @@ class VertexSpec:
         steps. None for a stepping vertex.
     static_value : ndarray or None
         Stalk of a static vertex from ``static_from`` on.
+    delay_seed : numpy.random.SeedSequence or None
+        Seed of this vertex's injected delays; None when the run injects none.
     """
 
     name: str
@@ -87,11 +98,70 @@ class VertexSpec:
     pin_after_first_step: bool = False
     static_from: int | None = None
     static_value: np.ndarray | None = None
+    delay_seed: np.random.SeedSequence | None = None
 
     @property
     def static(self) -> bool:
         """Whether the vertex never moves."""
         return self.static_from is not None
+
+
+@dataclass(frozen=True)
+class DelayModel:
+    """Seeded delays injected into an actor run, for studies of slow hardware.
+
+    Every delay is drawn as ``mean * U(1 - jitter, 1 + jitter)`` from the
+    generator of its vertex. The generators are the children of
+    ``numpy.random.SeedSequence(seed).spawn(n_vertices)``, in vertex order, so
+    the draws of each vertex repeat from run to run. Which step or message a
+    draw lands on can still vary under the asynchronous schedule.
+
+    Attributes
+    ----------
+    compute_s : float
+        Mean extra seconds each step of each vertex takes. The vertex sleeps
+        this long after computing a step and before sending its messages.
+    message_s : float
+        Mean latency of each message in seconds. A delayed message is sent by
+        a separate task, so the vertex keeps stepping while it is on its way,
+        and messages of one edge can arrive out of order.
+    jitter : float
+        Relative spread of the draws, in [0, 1]; 0 makes every delay its mean.
+    slowdown : mapping of str to float
+        Factor on ``compute_s`` per vertex name, e.g. ``{"a1": 5.0}``. It has
+        no effect while ``compute_s`` is 0.
+    seed : int
+        Root seed of the draws.
+    """
+
+    compute_s: float = 0.0
+    message_s: float = 0.0
+    jitter: float = 0.5
+    slowdown: Mapping[str, float] = field(default_factory=dict)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("compute_s", "message_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0.0):
+                raise InvalidValueError(
+                    f"DelayModel.{name}={value} is invalid; it must be a finite "
+                    "number of seconds >= 0"
+                )
+        if not 0.0 <= self.jitter <= 1.0:
+            raise InvalidValueError(
+                f"DelayModel.jitter={self.jitter} is invalid; use a value in [0, 1]"
+            )
+        for vertex, factor in self.slowdown.items():
+            if not (math.isfinite(factor) and factor > 0.0):
+                raise InvalidValueError(
+                    f"DelayModel.slowdown[{vertex!r}]={factor} is invalid; it must "
+                    "be a finite factor > 0"
+                )
+
+    def child_seeds(self, n_vertices: int) -> list[np.random.SeedSequence]:
+        """Return the seed of each vertex's delays, in vertex order."""
+        return np.random.SeedSequence(self.seed).spawn(n_vertices)
 
 
 @dataclass(frozen=True)
@@ -110,12 +180,23 @@ class RunSettings:
         A vertex reports to the coordinator after every ``report_every`` steps
         and after step ``max_steps``.
     window : int
-        A vertex runs at most this many steps past the last step the
-        coordinator has checked, and keeps that many past states, so it can
-        return its state at the stopping step.
+        Under the synchronous schedule, a vertex runs at most this many steps
+        past the last step the coordinator has checked, and keeps that many
+        past states, so it can return its state at the stopping step. The
+        asynchronous schedule has no window.
     inject_fault : tuple of (str, int) or None
         ``(vertex, step)``: that vertex raises after taking that step. Used to
         test the failure path.
+    schedule : {"sync", "async"}
+        Message schedule, see :mod:`sheafsim.runtime.local`.
+    staleness_bound : int or None
+        Bound ``B`` of the asynchronous schedule; None for no bound.
+    delays : DelayModel or None
+        Injected delays; None for none.
+    tol, convergence_window : float, int
+        Asynchronous schedule without a staleness bound: a vertex whose last
+        ``convergence_window`` one-step changes are all below ``tol`` waits for
+        a new message.
     """
 
     step_size: float
@@ -124,6 +205,11 @@ class RunSettings:
     report_every: int
     window: int
     inject_fault: tuple[str, int] | None = None
+    schedule: str = "sync"
+    staleness_bound: int | None = None
+    delays: DelayModel | None = None
+    tol: float = 0.0
+    convergence_window: int = 10
 
 
 def neural_vertex_specs(

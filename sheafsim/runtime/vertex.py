@@ -15,20 +15,69 @@ step loop blocks on ``ray.get``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import math
 from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import ray
+from ray.exceptions import RayError
 
 from sheafsim.errors import RuntimeFailure
-from sheafsim.runtime.local import Inbox, SyncSchedule, make_local
+from sheafsim.runtime.local import (
+    AsyncSchedule,
+    DelaySampler,
+    Inbox,
+    LocalEuler,
+    LocalNesterov,
+    make_local,
+    make_schedule,
+)
 from sheafsim.runtime.spec import RunSettings, VertexSpec
 
-__all__ = ["VertexActor"]
+__all__ = ["VertexActor", "VertexCounters"]
 
 logger = logging.getLogger(__name__)
+
+# Messages one edge may have in flight under the unbounded asynchronous
+# schedule. More than one lets jittered latencies reorder messages. A vertex
+# that steps faster than its neighbour runs the receive calls keeps only its
+# newest value waiting, so the neighbour's backlog and the staleness of what it
+# uses stay bounded.
+MAX_IN_FLIGHT_PER_EDGE = 4
+
+
+@dataclass
+class VertexCounters:
+    """Counters every vertex keeps over a run.
+
+    Attributes
+    ----------
+    steps : int
+        Steps taken.
+    messages_sent : int
+        ``receive`` and ``receive_static`` calls this vertex has made. A delayed
+        message counts once its call is made, after its latency.
+    messages_received : int
+        ``receive`` and ``receive_static`` calls this vertex has run.
+    max_staleness : int
+        Max over steps and edges of the vertex's step minus the step tag of the
+        message that step used, and at least 0. Always 0 under the synchronous
+        schedule.
+    """
+
+    steps: int = 0
+    messages_sent: int = 0
+    messages_received: int = 0
+    max_staleness: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """Return the counters as a plain dict."""
+        return asdict(self)
 
 
 class VertexActor:
@@ -39,22 +88,41 @@ class VertexActor:
     spec : VertexSpec
         Stalk, maps of the incident edges and pins of this vertex.
     settings : RunSettings
-        Step size, integrator, report interval and run-ahead window.
+        Step size, integrator, schedule, report interval and run-ahead window.
 
     Notes
     -----
-    Protocol of the synchronous schedule: after step ``t`` (``t = 0`` is the
-    initial state) the vertex sends ``apply_e(y_t)`` to the neighbour across
-    every incident edge, tagged with ``t``. It takes step ``t + 1`` once it holds
-    every neighbour's step-``t`` message and the coordinator's permit reaches
-    ``t + 1``. Every ``report_every`` steps it sends the coordinator the
-    one-step change of each step since the last report and its energy terms.
-    When the coordinator sends the stopping step ``T``, :meth:`run` returns the
-    stalk at step ``T`` from the bounded history of past stalks.
+    After step ``t`` (``t = 0`` is the initial state) the vertex sends
+    ``apply_e(y_t)`` to the neighbour across every incident edge, tagged with
+    ``t``. Every ``report_every`` steps and at step ``max_steps`` it sends the
+    coordinator the one-step change of each step since its last report, its
+    energy terms and its :class:`VertexCounters`.
+
+    Synchronous schedule: the vertex takes step ``t + 1`` once it holds every
+    neighbour's step-``t`` message and the coordinator's permit reaches
+    ``t + 1``. When the coordinator sends the stopping step ``T``, :meth:`run`
+    returns the stalk at step ``T`` from the bounded history of past stalks.
+
+    Asynchronous schedule: the vertex steps whenever the schedule accepts the
+    messages it has received, up to ``max_steps``, without permits. It yields
+    to the event loop after every step, so incoming messages are stored
+    between steps. Without a staleness bound, once its last
+    ``convergence_window`` one-step changes are all below ``tol``, it steps
+    again only on a message it has not used yet, so it reports its changes so
+    far and waits. The coordinator confirms
+    convergence with a quiescence round: :meth:`pause` stops the stepping, and
+    the vertex replies with its counters and the one-step change it would make
+    on the latest messages it has received. :meth:`poll` requests the reply
+    again and :meth:`resume` lets the vertex step on. On :meth:`stop`,
+    :meth:`run` returns the current stalk.
 
     The message methods (:meth:`receive`, :meth:`receive_static`,
-    :meth:`permit`, :meth:`stop`) have ``num_returns=0``: callers send and
-    forget, and Ray creates no return object.
+    :meth:`permit`, :meth:`stop`, :meth:`pause`, :meth:`poll`, :meth:`resume`)
+    have ``num_returns=0``: callers send and forget, and Ray creates no return
+    object. The exception is the unbounded asynchronous schedule, where each
+    edge awaits its ``receive`` calls to keep at most
+    ``MAX_IN_FLIGHT_PER_EDGE`` messages in flight. A newer message then
+    replaces one waiting to be sent.
     """
 
     def __init__(self, spec: VertexSpec, settings: RunSettings) -> None:
@@ -62,26 +130,63 @@ class VertexActor:
         self.settings = settings
         self.edges = [end.edge for end in spec.edges]
         self.inbox = Inbox(self.edges)
-        self.schedule = SyncSchedule()
+        self.schedule = make_schedule(settings.schedule, settings.staleness_bound)
+        self.asynchronous = settings.schedule == "async"
+        # With a staleness bound an idle vertex could block a neighbour that
+        # waits for its next message, and the bound already keeps vertices
+        # within B + 1 steps of each other.
+        self.may_idle = self.asynchronous and settings.staleness_bound is None
+
         self.step = 0
-        self.permitted = min(settings.window, settings.max_steps)
+        if self.asynchronous:
+            self.permitted = settings.max_steps
+        else:
+            self.permitted = min(settings.window, settings.max_steps)
+        self.stopped = False
         self.stop_step: int | None = None
+        self.paused_round: int | None = None
+        self.reply_round: int | None = None
+
+        self.counters = VertexCounters()
+        self.delays: DelaySampler | None = None
+        if settings.delays is not None and spec.delay_seed is not None:
+            self.delays = DelaySampler(settings.delays, spec.name, spec.delay_seed)
+
+        self._unreported: list[float] = []
+        self._energy: dict[str, float] = {}
+        self._recent: deque[float] = deque(maxlen=settings.convergence_window)
+        self._used_tags: list[int | None] | None = None
+        self._idle_reported = False
+
+        self._deliveries: set[asyncio.Task] = set()
+        self._channels: dict[str, _LatestValueChannel] = {}
+        if self.may_idle:
+            self._channels = {
+                end.edge: _LatestValueChannel(self, MAX_IN_FLIGHT_PER_EDGE)
+                for end in spec.edges
+            }
         self._wake = asyncio.Event()
 
     async def ready(self) -> str:
         """Return the vertex name once the actor is constructed."""
         return self.spec.name
 
+    async def stats(self) -> dict[str, int]:
+        """Return the vertex's counters (see :class:`VertexCounters`)."""
+        return self.counters.as_dict()
+
     @ray.method(num_returns=0)
     async def receive(self, edge: str, step: int, value: np.ndarray) -> None:
         """Store a neighbour's restricted value on ``edge`` for ``step``."""
         self.inbox.put(edge, step, value)
+        self.counters.messages_received += 1
         self._wake.set()
 
     @ray.method(num_returns=0)
     async def receive_static(self, edge: str, from_step: int, value: Any) -> None:
         """Store a restricted value on ``edge`` valid from ``from_step`` on."""
         self.inbox.put_static(edge, from_step, value)
+        self.counters.messages_received += 1
         self._wake.set()
 
     @ray.method(num_returns=0)
@@ -91,13 +196,43 @@ class VertexActor:
         self._wake.set()
 
     @ray.method(num_returns=0)
-    async def stop(self, step: int) -> None:
-        """End the run at ``step``: :meth:`run` returns the stalk of that step."""
+    async def stop(self, step: int | None) -> None:
+        """End the run: :meth:`run` returns the stalk of ``step``.
+
+        ``step`` is None under the asynchronous schedule, where :meth:`run`
+        returns the current stalk.
+        """
+        self.stopped = True
         self.stop_step = step
         self._wake.set()
 
+    @ray.method(num_returns=0)
+    async def pause(self, round_id: int) -> None:
+        """Stop stepping and reply to quiescence round ``round_id``."""
+        self.paused_round = round_id
+        self.reply_round = round_id
+        self._wake.set()
+
+    @ray.method(num_returns=0)
+    async def poll(self, round_id: int) -> None:
+        """Reply to quiescence round ``round_id`` again, if it is still paused."""
+        if self.paused_round == round_id:
+            self.reply_round = round_id
+            self._wake.set()
+
+    @ray.method(num_returns=0)
+    async def resume(self, round_id: int) -> None:
+        """Step on after quiescence round ``round_id``."""
+        if self.paused_round == round_id:
+            self.paused_round = None
+            self.reply_round = None
+            # The coordinator needs convergence_window fresh changes before its
+            # next round, so an idle vertex steps again.
+            self._recent.clear()
+            self._wake.set()
+
     async def run(self, neighbours: dict[str, Any], coordinator: Any) -> np.ndarray:
-        """Diffuse until the coordinator sends the stopping step.
+        """Diffuse until the coordinator ends the run.
 
         Parameters
         ----------
@@ -109,14 +244,21 @@ class VertexActor:
         Returns
         -------
         ndarray, shape (dim, batch)
-            Stalk at the stopping step.
+            Stalk at the stopping step (synchronous schedule) or when the stop
+            arrived (asynchronous schedule).
         """
         self.neighbours = neighbours
         self.coordinator = coordinator
-        if self.spec.static:
-            return await self._run_static()
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            return await self._run_stepping()
+        try:
+            if self.spec.static:
+                return await self._run_static()
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                return await self._run_stepping()
+        finally:
+            # Messages still waiting out their latency are dropped, and they
+            # were never counted as sent.
+            for task in list(self._deliveries):
+                task.cancel()
 
     async def _run_static(self) -> np.ndarray:
         spec = self.spec
@@ -128,10 +270,15 @@ class VertexActor:
                 continue
             restricted = end.map.apply(spec.static_value)
             handle = self.neighbours[end.neighbour]
-            handle.receive_static.remote(end.edge, spec.static_from, restricted)
-        while self.stop_step is None:
+            self._deliver(
+                handle.receive_static, (end.edge, spec.static_from, restricted)
+            )
+        while not self.stopped:
+            if self.reply_round is not None:
+                await self._send_quiescence_reply(lambda: 0.0)
+                continue
             await self._sleep()
-        if self.stop_step < spec.static_from:
+        if self.stop_step is not None and self.stop_step < spec.static_from:
             return spec.value
         return spec.static_value
 
@@ -143,37 +290,102 @@ class VertexActor:
         history.append((0, value))
         point = integrator.evaluation_point(value)
         self._send(0, point)
-        changes: list[float] = []
         while True:
-            while self.stop_step is None and not self._can_step():
+            while not self.stopped and (
+                self.paused_round is not None or not self._can_step()
+            ):
+                if self.reply_round is not None:
+                    await self._send_quiescence_reply(
+                        functools.partial(self._next_change, integrator, value, point)
+                    )
+                    continue
+                if not self._idle_reported and self._idle():
+                    # No step may follow for a while, so the coordinator gets
+                    # the changes that made this vertex idle.
+                    self._report(idle=True)
+                    self._idle_reported = True
                 await self._sleep()
-            if self.stop_step is not None:
+            if self.stopped:
                 break
-            messages = self.schedule.select(self.inbox, self.edges, self.step)
+            selection = self.schedule.select(self.inbox, self.edges, self.step)
             report_due = self._report_due(self.step + 1)
-            force, energy = self._force(point, messages, report_due)
+            with_energy = report_due or self.asynchronous
+            force, energy = self._force(point, selection.values, with_energy)
             value, change = integrator.advance(value, point, force)
             self.step += 1
+            self.counters.steps = self.step
+            self.counters.max_staleness = max(
+                self.counters.max_staleness, selection.staleness
+            )
             if spec.pin_after_first_step and self.step == 1:
                 change = max(change, self._write_hard_pins(value))
                 integrator.pin_previous(spec.hard_pins)
-            history.append((self.step, value))
+            if not self.asynchronous:
+                history.append((self.step, value))
             self._raise_injected_fault()
             point = integrator.evaluation_point(value)
+            compute_s = self.delays.compute_delay() if self.delays else 0.0
+            if compute_s > 0.0:
+                await asyncio.sleep(compute_s)
             self._send(self.step, point)
-            changes.append(change)
+            self._unreported.append(change)
+            self._energy = energy
+            self._recent.append(change)
+            self._used_tags = selection.tags
+            self._idle_reported = False
             if report_due:
-                first = self.step - len(changes) + 1
-                self.coordinator.report.remote(
-                    spec.name, first, changes, self.step - 1, energy
-                )
-                changes = []
+                self._report()
+            if self.asynchronous and compute_s == 0.0:
+                # Nothing else awaits between two asynchronous steps; yield so
+                # that queued messages, pauses and stops run.
+                await asyncio.sleep(0)
+        if self.asynchronous:
+            logger.debug("vertex %s stopped after %d steps", spec.name, self.step)
+            return value
         return self._state_at(self.stop_step, history)
 
-    def _can_step(self) -> bool:
-        return self.step < self.permitted and self.schedule.ready(
-            self.inbox, self.edges, self.step
+    def _report(self, idle: bool = False) -> None:
+        """Send the coordinator the changes since the last report.
+
+        ``idle`` marks the report of a vertex that now waits for a new message.
+        """
+        changes = self._unreported
+        self.coordinator.report.remote(
+            self.spec.name,
+            self.step - len(changes) + 1,
+            changes,
+            self.step - 1,
+            self._energy,
+            self.counters.as_dict(),
+            idle,
         )
+        self._unreported = []
+
+    def _can_step(self) -> bool:
+        if self.step >= self.permitted:
+            return False
+        if not self.asynchronous:
+            return self.schedule.ready(self.inbox, self.edges, self.step)
+        assert isinstance(self.schedule, AsyncSchedule)
+        tags = self.schedule.tags(self.inbox, self.edges, self.step)
+        return tags is not None and not (self._relaxed() and tags == self._used_tags)
+
+    def _relaxed(self) -> bool:
+        """Return whether the last ``convergence_window`` changes were below tol."""
+        recent = self._recent
+        return (
+            self.may_idle
+            and len(recent) == recent.maxlen
+            and max(recent) < self.settings.tol
+        )
+
+    def _idle(self) -> bool:
+        """Return whether the vertex waits only because it relaxed on old messages."""
+        if not self._relaxed() or self.step >= self.permitted:
+            return False
+        assert isinstance(self.schedule, AsyncSchedule)
+        tags = self.schedule.tags(self.inbox, self.edges, self.step)
+        return tags is not None and tags == self._used_tags
 
     async def _sleep(self) -> None:
         self._wake.clear()
@@ -184,13 +396,78 @@ class VertexActor:
         return step % every == 0 or step == self.settings.max_steps
 
     def _send(self, step: int, point: np.ndarray) -> None:
-        # Fire-and-forget: the ObjectRefs are dropped on purpose, so sending never
-        # waits for the neighbour to run the call.
         for end in self.spec.edges:
             if end.neighbour_static:
                 continue
             restricted = end.map.apply(point)
-            self.neighbours[end.neighbour].receive.remote(end.edge, step, restricted)
+            handle = self.neighbours[end.neighbour]
+            args = (end.edge, step, restricted)
+            channel = self._channels.get(end.edge)
+            if channel is None:
+                self._deliver(handle.receive, args)
+            else:
+                channel.offer(handle.receive, args)
+
+    def _deliver(self, method: Any, args: tuple) -> None:
+        """Call ``method.remote(*args)`` now, or after a drawn message latency.
+
+        The call is fire-and-forget: its ObjectRef is dropped, so sending never
+        waits for the neighbour to run it.
+        """
+        latency = self.delays.message_delay() if self.delays else 0.0
+        if latency == 0.0:
+            method.remote(*args)
+            self.counters.messages_sent += 1
+            return
+        self._start_task(self._deliver_later(latency, method, args))
+
+    async def _deliver_later(self, latency: float, method: Any, args: tuple) -> None:
+        await asyncio.sleep(latency)
+        method.remote(*args)
+        self.counters.messages_sent += 1
+
+    def _start_task(self, coroutine: Any) -> None:
+        """Run ``coroutine`` as a delivery task that a quiescence round waits for."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def _send_quiescence_reply(self, next_change: Callable[[], float]) -> None:
+        """Send the coordinator this vertex's reply to the pending round.
+
+        Delayed messages go out first, so the counters include every message
+        of the steps already taken. ``next_change()`` is evaluated together
+        with the counters, on the messages counted as received.
+        """
+        round_id = self.reply_round
+        self.reply_round = None
+        # A finishing channel task starts the delivery of the message waiting
+        # behind it, so wait until no task is left.
+        while self._deliveries:
+            await asyncio.gather(*list(self._deliveries))
+        self.coordinator.quiescence_report.remote(
+            round_id, self.spec.name, self.counters.as_dict(), next_change()
+        )
+
+    def _next_change(
+        self,
+        integrator: LocalEuler | LocalNesterov,
+        value: np.ndarray,
+        point: np.ndarray,
+    ) -> float:
+        """Return the one-step change on the latest messages, or inf if one is missing.
+
+        The staleness bound does not apply, because the coordinator uses this
+        value only from a poll in which every sent message had arrived.
+        """
+        messages = []
+        for edge in self.edges:
+            latest = self.inbox.latest(edge, self.step)
+            if latest is None:
+                return math.inf
+            messages.append(latest[1])
+        force, _ = self._force(point, messages, False)
+        return integrator.next_change(value, point, force)
 
     def _force(
         self, point: np.ndarray, messages: list[np.ndarray], with_energy: bool
@@ -259,3 +536,49 @@ class VertexActor:
             f"only steps {history[0][0]}..{history[-1][0]}; the run-ahead window "
             f"{self.settings.window} is too small"
         )
+
+
+class _LatestValueChannel:
+    """Sender of one edge that keeps a bounded number of messages in flight.
+
+    A message is in flight from :meth:`offer` until the neighbour has run its
+    ``receive`` call, latency included. While ``limit`` messages are in flight,
+    an offered message waits, and a newer one replaces it without being sent.
+    The neighbour uses only the latest message it has, so a replaced message
+    would never have been used once the newer one arrived.
+    """
+
+    def __init__(self, vertex: VertexActor, limit: int) -> None:
+        self.vertex = vertex
+        self.limit = limit
+        self.in_flight = 0
+        self.waiting: tuple[Any, tuple] | None = None
+
+    def offer(self, method: Any, args: tuple) -> None:
+        """Send ``method.remote(*args)`` now or once a message in flight arrives."""
+        if self.in_flight < self.limit:
+            self._start(method, args)
+        else:
+            self.waiting = (method, args)
+
+    def _start(self, method: Any, args: tuple) -> None:
+        self.in_flight += 1
+        self.vertex._start_task(self._deliver(method, args))
+
+    async def _deliver(self, method: Any, args: tuple) -> None:
+        vertex = self.vertex
+        latency = vertex.delays.message_delay() if vertex.delays else 0.0
+        if latency > 0.0:
+            await asyncio.sleep(latency)
+        reply = method.options(num_returns=1).remote(*args)
+        vertex.counters.messages_sent += 1
+        try:
+            await reply
+        except RayError as error:
+            # The neighbour failed. The driver detects that and ends the run.
+            logger.debug("vertex %s: a message was lost: %s", vertex.spec.name, error)
+        finally:
+            self.in_flight -= 1
+        if self.waiting is not None:
+            waiting, self.waiting = self.waiting, None
+            self._start(*waiting)
