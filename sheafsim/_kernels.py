@@ -35,8 +35,8 @@ class Residuals:
     """Edge residuals at one state, each of shape ``(n_l, batch)``.
 
     ``affine[l-1]`` is ``r_l``, ``activation[l-1]`` is ``s_l``, ``masks[l-1]``
-    is the 0/1 float mask ``diag(R_l)``; ``phi`` and ``output`` (``phi - y_out``)
-    are set when the network has an output vertex.
+    is the 0/1 float mask ``diag(R_l)``. ``phi`` and ``output`` (``phi - y_out``)
+    are set only when the network has an output vertex.
     """
 
     affine: list[Any]

@@ -144,6 +144,22 @@ def _positive(name: str, value: float) -> float:
     return value
 
 
+def _check_integrator(integrator: str) -> None:
+    if integrator not in INTEGRATORS:
+        raise InvalidValueError(
+            f"unknown integrator {integrator!r}; choose one of {sorted(INTEGRATORS)}"
+        )
+
+
+def _finish(result: DiffusionResult, raise_on_failure: bool) -> DiffusionResult:
+    """Return ``result``, or raise ConvergenceError if asked and it failed."""
+    if raise_on_failure and result.status != "converged":
+        raise ConvergenceError(
+            f"diffusion did not converge: {result.message}", status=result.status
+        )
+    return result
+
+
 def _check_steps(min_steps: Any, max_steps: Any) -> tuple[int, int]:
     for name, value in (("min_steps", min_steps), ("max_steps", max_steps)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer):
@@ -266,10 +282,7 @@ def diffuse(
         raise InvalidValueError(
             f"unknown output_mode {output_mode!r}; use 'jacobian' or 'identity'"
         )
-    if integrator not in INTEGRATORS:
-        raise InvalidValueError(
-            f"unknown integrator {integrator!r}; choose one of {sorted(INTEGRATORS)}"
-        )
+    _check_integrator(integrator)
     x = net.check_input(x)
     xp = namespace(x)
     batch = x.shape[1]
@@ -330,9 +343,7 @@ def diffuse(
         message=message,
         integrator=integrator,
     )
-    if raise_on_failure and status != "converged":
-        raise ConvergenceError(f"diffusion did not converge: {message}", status=status)
-    return result
+    return _finish(result, raise_on_failure)
 
 
 def _integrate(

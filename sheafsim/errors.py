@@ -28,7 +28,7 @@ class ShapeError(SheafsimError, ValueError):
 
 
 class InvalidValueError(SheafsimError, ValueError):
-    """A parameter or array holds a value outside its allowed range."""
+    """A parameter or array contains a value outside its allowed range."""
 
 
 class ConfigError(SheafsimError, ValueError):

@@ -79,6 +79,8 @@ def _resolve_one(
             f"cannot pin vertex {pin.vertex!r}; pins apply to free vertices "
             f"{sorted(dims)}"
         )
+
+    # Coordinates: all of the stalk, or distinct integers within it.
     dim = dims[pin.vertex]
     if pin.coords is None:
         index = np.arange(dim)
@@ -102,8 +104,9 @@ def _resolve_one(
             raise InvalidValueError(
                 f"pin on {pin.vertex!r} repeats coordinates {index.tolist()}"
             )
-    n = len(index)
+
     # Shapes are resolved on the host; the target then moves to like's device.
+    n = len(index)
     try:
         value = np.asarray(to_numpy(pin.value), dtype=np.float64)
     except (TypeError, ValueError):
@@ -125,12 +128,14 @@ def _resolve_one(
         )
     if not np.all(np.isfinite(target)):
         raise InvalidValueError(f"pin value on {pin.vertex!r} is NaN or infinite")
+
     if xp is np:
         target = np.ascontiguousarray(target, dtype=like.dtype)
     else:
         target = xp.asarray(
             np.ascontiguousarray(target), dtype=like.dtype, device=like.device
         )
+
     gamma = float(getattr(pin, "gamma", 0.0))
     if isinstance(pin, SoftPin) and not (gamma > 0 and np.isfinite(gamma)):
         raise InvalidValueError(
@@ -159,14 +164,14 @@ def resolve_pins(
         if not isinstance(pin, HardPin):
             raise InvalidValueError(f"pins must be HardPin objects, got {pin!r}")
         resolved_hard = _resolve_one(pin, dims, batch, xp, like)
-        taken = claimed.setdefault(pin.vertex, set())
-        overlap = taken.intersection(int(i) for i in resolved_hard.index)
+        pinned_coords = claimed.setdefault(pin.vertex, set())
+        overlap = pinned_coords.intersection(int(i) for i in resolved_hard.index)
         if overlap:
             raise InvalidValueError(
                 f"two hard pins on {pin.vertex!r} both pin coordinates "
                 f"{sorted(overlap)}; pin each coordinate once"
             )
-        taken.update(int(i) for i in resolved_hard.index)
+        pinned_coords.update(int(i) for i in resolved_hard.index)
         hard.append(resolved_hard)
     soft = []
     for soft_pin in soft_pins:
@@ -175,8 +180,10 @@ def resolve_pins(
                 f"soft_pins must be SoftPin objects, got {soft_pin!r}"
             )
         resolved = _resolve_one(soft_pin, dims, batch, xp, like)
-        held = {int(i) for h in hard if h.vertex == soft_pin.vertex for i in h.index}
-        keep = np.array([int(i) not in held for i in resolved.index], dtype=bool)
+        hard_coords = {
+            int(i) for h in hard if h.vertex == soft_pin.vertex for i in h.index
+        }
+        keep = np.array([int(i) not in hard_coords for i in resolved.index], dtype=bool)
         if not keep.all():
             warnings.warn(
                 f"soft pin on {soft_pin.vertex!r} coordinates "

@@ -18,14 +18,16 @@ from scipy.sparse.linalg import eigsh
 from sheafsim.dynamics import (
     DiffusionResult,
     _apply_hard_pins,
+    _check_integrator,
     _check_record_at,
     _check_steps,
+    _finish,
     _integrate,
     _positive,
     _Recorder,
 )
-from sheafsim.errors import ConvergenceError, InvalidValueError, StepSizeError
-from sheafsim.integrators import INTEGRATORS, make_integrator, stability_limit
+from sheafsim.errors import InvalidValueError, StepSizeError
+from sheafsim.integrators import make_integrator, stability_limit
 from sheafsim.pins import HardPin, ResolvedPin, SoftPin, resolve_pins
 from sheafsim.sheaf import CellularSheaf
 
@@ -131,10 +133,7 @@ def diffuse_sheaf(
     dt = _positive("dt", dt)
     tol = _positive("tol", tol)
     min_steps, max_steps = _check_steps(min_steps, max_steps)
-    if integrator not in INTEGRATORS:
-        raise InvalidValueError(
-            f"unknown integrator {integrator!r}; choose one of {sorted(INTEGRATORS)}"
-        )
+    _check_integrator(integrator)
     names = list(sheaf.vertices)
     missing = [v for v in names if v not in state]
     if missing:
@@ -205,6 +204,4 @@ def diffuse_sheaf(
         message=message,
         integrator=integrator,
     )
-    if raise_on_failure and status != "converged":
-        raise ConvergenceError(f"diffusion did not converge: {message}", status=status)
-    return result
+    return _finish(result, raise_on_failure)
