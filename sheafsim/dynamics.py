@@ -62,7 +62,8 @@ class DiffusionResult:
     max_update : float
         Largest absolute change of a free coordinate in the last step.
     trace : dict of str to list
-        ``"step"``, ``"energy"``, ``"discord"`` (total) and one list per edge
+        ``"step"``, ``"energy"``, ``"discord"`` (total), ``"max_update"`` (the
+        one-step change of that step; NaN at step 0) and one list per edge
         name, recorded every ``record_every`` steps and at ``record_at``.
     crossings : ndarray, shape (n_crossings, 4)
         ReLU boundary crossings as rows ``(step, layer, neuron, sample)``.
@@ -387,7 +388,7 @@ def _integrate(
             if previous_masks is not None:
                 _collect_crossings(xp, steps - 1, previous_masks, masks, crossings)
             previous_masks = masks
-        recorder.record(steps, values)
+        recorder.record(steps, values, change=max_change)
         if not math.isfinite(max_change):
             status = "non_finite"
             message = f"a stalk became NaN or infinite at step {steps}"
@@ -414,7 +415,7 @@ def _integrate(
         final_masks = system.masks(values)
         if previous_masks is not None:
             _collect_crossings(xp, steps, previous_masks, final_masks, crossings)
-    recorder.record(steps, values, force=True)
+    recorder.record(steps, values, force=True, change=max_change)
     logger.debug("diffusion ended: %s after %d steps", status, steps)
     crossing_array = (
         np.concatenate(crossings) if crossings else np.zeros((0, 4), dtype=np.int64)
@@ -524,10 +525,21 @@ class _Recorder:
         self.system = system
         self.every = int(every)
         self.at = at
-        self.trace: dict[str, list] = {"step": [], "energy": [], "discord": []}
+        self.trace: dict[str, list] = {
+            "step": [],
+            "energy": [],
+            "discord": [],
+            "max_update": [],
+        }
         self._last = -1
 
-    def record(self, step: int, values: list[Any], force: bool = False) -> None:
+    def record(
+        self,
+        step: int,
+        values: list[Any],
+        force: bool = False,
+        change: float = math.nan,
+    ) -> None:
         due = step in self.at or (self.every and step % self.every == 0) or step == 0
         if not (due or force) or step == self._last:
             return
@@ -535,6 +547,7 @@ class _Recorder:
         self.trace["step"].append(step)
         self.trace["energy"].append(energy)
         self.trace["discord"].append(sum(per_edge.values()))
+        self.trace["max_update"].append(float(change))
         for name, value in per_edge.items():
             self.trace.setdefault(name, []).append(value)
         self._last = step

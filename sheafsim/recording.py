@@ -42,7 +42,14 @@ import pyarrow.parquet as pq
 
 from sheafsim.errors import InvalidValueError
 
-__all__ = ["SCHEMAS", "EDGE_TYPES", "TableWriter", "RunRecorder", "read_table"]
+__all__ = [
+    "SCHEMAS",
+    "EDGE_TYPES",
+    "TableWriter",
+    "RunRecorder",
+    "read_table",
+    "existing_tables",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +129,20 @@ def _part_files(directory: Path) -> list[Path]:
         if p.name.startswith(_PART_PREFIX) and p.suffix == ".parquet"
     ]
     return sorted(parts, key=lambda p: int(p.stem[len(_PART_PREFIX) :]))
+
+
+def _table_paths(path: Path) -> list[Path]:
+    """Return the paths that hold the table ``path`` or leftovers of it."""
+    leftovers = [path, _parts_dir(path), _compact_tmp(path)]
+    return [p for p in leftovers if p.exists()]
+
+
+def existing_tables(
+    directory: str | os.PathLike[str], tables: Iterable[str] = tuple(SCHEMAS)
+) -> list[str]:
+    """Return the names among ``tables`` that ``directory`` already holds."""
+    directory = Path(directory)
+    return [name for name in tables if _table_paths(directory / f"{name}.parquet")]
 
 
 def _read_once(path: Path) -> pa.Table:
@@ -269,8 +290,7 @@ class TableWriter:
         logger.info("opened Parquet table %s", self.path)
 
     def _prepare_path(self, overwrite: bool) -> None:
-        leftovers = [self.path, _parts_dir(self.path), _compact_tmp(self.path)]
-        existing = [p for p in leftovers if p.exists()]
+        existing = _table_paths(self.path)
         if existing and not overwrite:
             raise InvalidValueError(
                 f"table {self.path} already exists; pass overwrite=True or "

@@ -91,6 +91,68 @@ def _lambda_max(sheaf: CellularSheaf, state: dict, hard: list[ResolvedPin]) -> f
     return float(eigsh(block.tocsc(), k=1, which="LA", return_eigenvectors=False)[0])
 
 
+def _initial_values(
+    sheaf: CellularSheaf, state: Mapping[Hashable, Any]
+) -> tuple[list[Hashable], list[np.ndarray]]:
+    """Check the initial state against ``sheaf`` and copy it to (d_v, batch) arrays.
+
+    Returns the vertices in the sheaf's order and their values in that order.
+    """
+    names = list(sheaf.vertices)
+    missing = [v for v in names if v not in state]
+    if missing:
+        raise InvalidValueError(
+            f"initial state is missing vertices {missing}; give every vertex a value"
+        )
+    values = []
+    for v in names:
+        value = np.array(state[v], dtype=np.float64)
+        value = value.reshape(-1, 1) if value.ndim == 1 else value
+        if value.ndim != 2 or value.shape[0] != sheaf.stalk_dim(v):
+            raise InvalidValueError(
+                f"initial state of {v!r} has shape {value.shape} but stalk {v!r} has "
+                f"dimension {sheaf.stalk_dim(v)}; give shape (d_v,) or (d_v, batch)"
+            )
+        if not np.all(np.isfinite(value)):
+            raise InvalidValueError(
+                f"initial state of {v!r} contains NaN or infinite values"
+            )
+        values.append(value)
+    batches = {v: value.shape[1] for v, value in zip(names, values, strict=True)}
+    if len(set(batches.values())) > 1:
+        raise InvalidValueError(
+            f"initial state mixes batch sizes {batches}; give every vertex the same "
+            "number of columns"
+        )
+    return names, values
+
+
+def _check_sheaf_step_size(
+    sheaf: CellularSheaf,
+    names: list[Hashable],
+    values: list[np.ndarray],
+    hard: list[ResolvedPin],
+    alpha: float,
+    dt: float,
+    integrator: str,
+    momentum: float | None,
+) -> None:
+    """Raise StepSizeError if ``alpha * dt`` is past the integrator's stability limit.
+
+    ``lambda_max`` is that of the free Laplacian at the first sample of
+    ``values``, with the hard-pinned coordinates removed.
+    """
+    lam = _lambda_max(sheaf, dict(zip(names, values, strict=True)), hard)
+    limit = stability_limit(integrator, momentum)
+    if alpha * dt * lam >= limit:
+        raise StepSizeError(
+            f"alpha*dt = {alpha * dt:.4g} is too large for the {integrator} "
+            f"integrator: the free Laplacian has lambda_max = {lam:.4g}, so "
+            f"alpha*dt must stay below {limit / lam:.4g}. Use dt <= "
+            f"{0.9 * limit / (alpha * lam):.3g}"
+        )
+
+
 def diffuse_sheaf(
     sheaf: CellularSheaf,
     state: Mapping[Hashable, Any],
@@ -134,47 +196,16 @@ def diffuse_sheaf(
     tol = _positive("tol", tol)
     min_steps, max_steps = _check_steps(min_steps, max_steps)
     _check_integrator(integrator)
-    names = list(sheaf.vertices)
-    missing = [v for v in names if v not in state]
-    if missing:
-        raise InvalidValueError(
-            f"initial state is missing vertices {missing}; give every vertex a value"
-        )
-    values = []
-    for v in names:
-        value = np.array(state[v], dtype=np.float64)
-        value = value.reshape(-1, 1) if value.ndim == 1 else value
-        if value.ndim != 2 or value.shape[0] != sheaf.stalk_dim(v):
-            raise InvalidValueError(
-                f"initial state of {v!r} has shape {value.shape} but stalk {v!r} has "
-                f"dimension {sheaf.stalk_dim(v)}; give shape (d_v,) or (d_v, batch)"
-            )
-        if not np.all(np.isfinite(value)):
-            raise InvalidValueError(
-                f"initial state of {v!r} contains NaN or infinite values"
-            )
-        values.append(value)
+    names, values = _initial_values(sheaf, state)
     batch = values[0].shape[1]
-    batches = {v: value.shape[1] for v, value in zip(names, values, strict=True)}
-    if len(set(batches.values())) > 1:
-        raise InvalidValueError(
-            f"initial state mixes batch sizes {batches}; give every vertex the same "
-            "number of columns"
-        )
     dims = {v: sheaf.stalk_dim(v) for v in names}
     hard, soft = resolve_pins(pins, soft_pins, dims, batch, np, values[0])
     _apply_hard_pins(names, values, hard)  # type: ignore[arg-type]
 
     if check_step:
-        lam = _lambda_max(sheaf, dict(zip(names, values, strict=True)), hard)
-        limit = stability_limit(integrator, momentum)
-        if alpha * dt * lam >= limit:
-            raise StepSizeError(
-                f"alpha*dt = {alpha * dt:.4g} is too large for the {integrator} "
-                f"integrator: the free Laplacian has lambda_max = {lam:.4g}, so "
-                f"alpha*dt must stay below {limit / lam:.4g}. Use dt <= "
-                f"{0.9 * limit / (alpha * lam):.3g}"
-            )
+        _check_sheaf_step_size(
+            sheaf, names, values, hard, alpha, dt, integrator, momentum
+        )
 
     system = _SheafSystem(sheaf, names, hard, soft)
     stepper = make_integrator(integrator, np, values, alpha * dt, momentum)

@@ -5,10 +5,13 @@ its own side of each incident edge's restriction map, computes its heat force
 from its neighbours' messages, and pushes its restricted values to them
 (Bosca and Ghrist, arXiv:2603.14831). A coordinator actor applies the stopping
 rule of :func:`sheafsim.dynamics.diffuse` to the vertices' reports.
+:func:`diffuse_on_actors` runs a neural sheaf and
+:func:`diffuse_sheaf_on_actors` a general cellular sheaf with fixed maps.
 """
 
 from sheafsim.runtime.coordinator import ReportRow
 from sheafsim.runtime.driver import SCHEDULES, ActorRunResult, diffuse_on_actors
+from sheafsim.runtime.general import diffuse_sheaf_on_actors
 from sheafsim.runtime.maps import (
     AffineMap,
     IdentityMap,
@@ -21,6 +24,7 @@ from sheafsim.runtime.spec import DelayModel
 
 __all__ = [
     "diffuse_on_actors",
+    "diffuse_sheaf_on_actors",
     "ActorRunResult",
     "SCHEDULES",
     "DelayModel",

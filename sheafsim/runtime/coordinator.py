@@ -39,6 +39,15 @@ to each report as it arrives:
    relaxed on the messages it has and waits for a new one.
 
 The run ends with ``stop(None)``, and every vertex returns its current stalk.
+
+Given :class:`~sheafsim.runtime.metrics.RecordSettings`, the coordinator also
+streams the run's Parquet tables (see :mod:`sheafsim.runtime.metrics`). A row
+of ``convergence.parquet`` and the matching edge rows are written for step
+``t`` once the energy terms that every stepping vertex sent with its report of
+step ``t`` are in: synchronous runs at every step ``t`` that is a multiple of
+``report_every`` (and at ``max_steps``) up to the stopping step; asynchronous
+runs once per round in which every stepping vertex reported, with ``t`` one more
+than the smallest energy step of the round.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ from typing import Any
 import ray
 
 from sheafsim.dynamics import DIVERGENCE_FACTOR
+from sheafsim.runtime.metrics import MetricsSink, RecordSettings, pin_edge
 
 __all__ = ["CoordinatorActor", "StoppingRule", "RunEnd", "ReportRow"]
 
@@ -123,7 +133,8 @@ class ReportRow:
         computed by step ``energy_step + 1``, on the messages that step used.
     energy : dict of str to float
         Discord ``|residual|^2 / batch`` of each edge the vertex reports, by
-        edge name, and ``"soft_pins"``, the soft-pin penalty, if it has any.
+        edge name, and under ``"pin:<vertex>"`` its soft-pin penalty, if it
+        has any.
     counters : dict of str to int
         The vertex's counters: ``steps``, ``messages_sent``,
         ``messages_received`` and ``max_staleness``.
@@ -200,6 +211,7 @@ class _StepTally:
 class _EnergyTally:
     reports: int = 0
     total: float = 0.0
+    edges: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -211,6 +223,7 @@ class _AsyncVertex:
     idle: bool = False
     energy_step: int = 0
     energy_total: float = 0.0
+    energy_terms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -233,10 +246,16 @@ class CoordinatorActor:
     stepping : list of str
         Names of the vertices that take steps and report.
     rule : StoppingRule
+    record : RecordSettings, optional
+        Stream the run's metrics to Parquet tables in this run directory.
     """
 
     def __init__(
-        self, vertices: dict[str, Any], stepping: list[str], rule: StoppingRule
+        self,
+        vertices: dict[str, Any],
+        stepping: list[str],
+        rule: StoppingRule,
+        record: RecordSettings | None = None,
     ) -> None:
         self.vertices = vertices
         self.stepping = list(stepping)
@@ -262,12 +281,48 @@ class CoordinatorActor:
         self.end: RunEnd | None = None
         self.start_time = time.perf_counter()
         self._ended = asyncio.Event()
+        self.record = record
+        self.sink: MetricsSink | None = None
+        self.pending_rows: dict[int, tuple[float, dict[str, float]]] = {}
+        self.last_counters: dict[str, dict[str, int]] = {}
 
     async def start(self) -> None:
-        """Start the clock, and end the run at once if no vertex takes steps."""
+        """Open the tables, start the clock, and end at once if nothing steps."""
+        if self.record is not None and self.sink is None:
+            self.sink = MetricsSink(self.record)
+            self.sink.start_flushing()
         self.start_time = time.perf_counter()
         if not self.stepping:
             self._check_complete_steps()
+
+    async def finalize(
+        self,
+        final: dict[str, Any] | None,
+        counters: dict[str, dict[str, int]] | None,
+    ) -> dict[str, int] | None:
+        """Write the final rows and close the tables.
+
+        Parameters
+        ----------
+        final : dict, optional
+            Keyword arguments of :meth:`MetricsSink.step` for the last
+            convergence row and edge rows (the state the driver gathered, with
+            ``error_vs_exact``). None after a failure.
+        counters : dict of str to dict, optional
+            Final counters of every vertex. None after a failure: then the
+            counters each vertex sent with its last report are written.
+
+        Returns
+        -------
+        dict of str to int or None
+            Rows written per table, or None when the run records nothing.
+        """
+        if self.sink is None:
+            return None
+        if final is not None:
+            self.sink.step(**final)
+        self.sink.vertices(counters if counters is not None else self.last_counters)
+        return self.sink.close()
 
     @ray.method(num_returns=0)
     async def report(
@@ -301,6 +356,11 @@ class CoordinatorActor:
         """
         if self.end is not None:
             return
+        if "soft_pins" in energy_terms:
+            energy_terms = dict(energy_terms)
+            energy_terms[pin_edge(vertex)] = energy_terms.pop("soft_pins")
+        if counters:
+            self.last_counters[vertex] = dict(counters)
         if self.asynchronous and not changes:
             self._mark_idle(vertex, first_step - 1, idle)
             self._check_async_end()
@@ -365,9 +425,16 @@ class CoordinatorActor:
         energy = self.energy_tallies.setdefault(energy_step, _EnergyTally())
         energy.reports += 1
         energy.total += sum(energy_terms.values())
+        if self.sink is not None:
+            energy.edges.update(energy_terms)
         if energy.reports == len(self.stepping):
             self.energy_steps.append(energy_step)
-            self.energy.append(0.5 * (energy.total + self.rule.static_energy))
+            total = 0.5 * (energy.total + self.rule.static_energy)
+            self.energy.append(total)
+            if self.sink is not None:
+                # Written once step energy_step + 1 is checked, so that no row
+                # follows the stopping step.
+                self.pending_rows[energy_step + 1] = (total, energy.edges)
             del self.energy_tallies[energy_step]
         before = self.checked
         self._check_complete_steps()
@@ -393,6 +460,10 @@ class CoordinatorActor:
             if tally.non_finite is not None:
                 change = tally.non_finite
             self.history.append(change)
+            pending = self.pending_rows.pop(step, None)
+            if pending is not None and self.sink is not None:
+                energy, edges = pending
+                self.sink.step(self._elapsed(), step, energy, change, edges)
             self._apply_rule(step, change)
 
     def _apply_rule(self, step: int, change: float) -> None:
@@ -453,6 +524,7 @@ class CoordinatorActor:
         if energy_step >= state.energy_step:
             state.energy_step = energy_step
             state.energy_total = sum(energy_terms.values())
+            state.energy_terms = dict(energy_terms)
         self._mark_idle(vertex, first_step + len(changes) - 1, idle)
         self._record_async_energy(vertex)
         self._check_async_end()
@@ -528,9 +600,21 @@ class CoordinatorActor:
             return
         states = self.async_vertices.values()
         total = sum(s.energy_total for s in states) + self.rule.static_energy
-        self.energy_steps.append(min(s.energy_step for s in states))
+        energy_step = min(s.energy_step for s in states)
+        self.energy_steps.append(energy_step)
         self.energy.append(0.5 * total)
         self.energy_round.clear()
+        if self.sink is not None:
+            edges: dict[str, float] = {}
+            for state in states:
+                edges.update(state.energy_terms)
+            self.sink.step(
+                self._elapsed(),
+                energy_step + 1,
+                0.5 * total,
+                self._async_last_change(),
+                edges,
+            )
 
     def _windows_below_tol(self) -> bool:
         rule = self.rule

@@ -11,21 +11,37 @@ asynchronous schedule every vertex steps on the latest messages it has.
 from __future__ import annotations
 
 import logging
+import os
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import ray
 
-from sheafsim.dynamics import _apply_hard_pins, _positive, initial_state
+from sheafsim._kernels import edge_discord, neural_residuals
+from sheafsim.dynamics import (
+    _apply_hard_pins,
+    _check_steps,
+    _positive,
+    initial_state,
+)
 from sheafsim.errors import InvalidValueError
 from sheafsim.neural import NeuralSheaf
-from sheafsim.pins import HardPin, SoftPin, resolve_pins
+from sheafsim.pins import HardPin, ResolvedPin, SoftPin, resolve_pins
+from sheafsim.recording import existing_tables
 from sheafsim.runtime.coordinator import ReportRow, StoppingRule
 from sheafsim.runtime.local import LOCAL_INTEGRATORS
+from sheafsim.runtime.metrics import RecordSettings, pin_edge
 from sheafsim.runtime.runner import ActorRun, ProgressCallback
-from sheafsim.runtime.spec import DelayModel, RunSettings, neural_vertex_specs
+from sheafsim.runtime.spec import (
+    DelayModel,
+    RunSettings,
+    VertexSpec,
+    neural_vertex_specs,
+    static_edge_discord,
+)
 from sheafsim.stepsize import check_step_size
 
 __all__ = ["diffuse_on_actors", "ActorRunResult", "SCHEDULES"]
@@ -46,10 +62,13 @@ class ActorRunResult:
     steps : int
         Number of steps taken: the stopping step (synchronous schedule), or
         the max over vertices of the steps each took (asynchronous schedule).
-    state : dict of str to ndarray
-        Final stalks, ``x`` included, each of shape ``(dim, batch)``.
-    output : ndarray, shape (n_{k+1}, batch)
-        ``y_out`` for sigmoid/softmax outputs, ``z{k+1}`` otherwise.
+    state : dict of vertex to ndarray
+        Final stalks, each of shape ``(dim, batch)``: by vertex name, ``x``
+        included, for a neural sheaf; by the sheaf's own vertices for a
+        general sheaf.
+    output : ndarray, shape (n_{k+1}, batch), or None
+        ``y_out`` for sigmoid/softmax outputs, ``z{k+1}`` otherwise; None for
+        a general sheaf (:func:`~sheafsim.runtime.general.diffuse_sheaf_on_actors`).
     max_update : float
         Max one-step change over all vertices at the last step. A converged
         asynchronous run gives the change at its final, quiescent state.
@@ -84,12 +103,24 @@ class ActorRunResult:
         Staleness bound of an asynchronous run.
     quiescence_rounds : int
         Quiescence rounds the coordinator started (asynchronous schedule).
+    run_id : str
+        Identifier of the run; the actors are named ``sheafsim-<run_id>-*``.
+    record_dir : str or None
+        Run directory of the Parquet tables, if the run recorded them.
+    table_rows : dict of str to int
+        Rows written per table.
+    final_energy : float
+        Sheaf energy of the final state, computed on the driver.
+    error_vs_exact : float or None
+        Max absolute difference between the final stalks and the forward pass,
+        which is the exact harmonic extension when nothing but ``x`` is
+        pinned; None for runs with other pins.
     """
 
     status: str
     steps: int
     state: dict[str, np.ndarray]
-    output: np.ndarray
+    output: np.ndarray | None
     max_update: float
     wall_time_s: float
     n_actors: int
@@ -103,6 +134,11 @@ class ActorRunResult:
     reports: list[ReportRow] = field(default_factory=list)
     staleness_bound: int | None = None
     quiescence_rounds: int = 0
+    run_id: str = ""
+    record_dir: str | None = None
+    table_rows: dict[str, int] = field(default_factory=dict)
+    final_energy: float = float("nan")
+    error_vs_exact: float | None = None
 
     @property
     def converged(self) -> bool:
@@ -138,6 +174,10 @@ def diffuse_on_actors(
     staleness_bound: int | None = None,
     delays: DelayModel | None = None,
     convergence_window: int | None = None,
+    record_dir: str | os.PathLike[str] | None = None,
+    run_id: str | None = None,
+    overwrite: bool = False,
+    flush_seconds: float = 1.0,
 ) -> ActorRunResult:
     """Diffuse the neural sheaf with one Ray actor per vertex.
 
@@ -197,6 +237,18 @@ pin_initial_state, output_mode, check_step
         Asynchronous schedule only: steps of every vertex whose one-step
         changes must all be below ``tol`` before a quiescence round starts.
         Default ``max(report_every, 10)``.
+    record_dir : path, optional
+        Run directory in which the coordinator streams ``convergence.parquet``,
+        ``edges.parquet`` and ``vertices.parquet`` while the run goes on (see
+        :mod:`sheafsim.runtime.metrics`). The coordinator runs on the driver's
+        node, so the path is resolved there.
+    run_id : str, optional
+        Value of the tables' ``run_id`` column; default a random hex string.
+    overwrite : bool
+        Replace tables that ``record_dir`` already holds; otherwise they raise
+        :class:`~sheafsim.errors.InvalidValueError` before any actor starts.
+    flush_seconds : float
+        Maximum time a metric row waits in the coordinator's memory.
 
     Returns
     -------
@@ -215,45 +267,26 @@ pin_initial_state, output_mode, check_step
     alpha = _positive("alpha", alpha)
     dt = _positive("dt", dt)
     tol = _positive("tol", tol)
-    if int(max_steps) < 1 or int(min_steps) < 0:
-        raise InvalidValueError(
-            f"max_steps={max_steps} and min_steps={min_steps} are invalid; need "
-            "max_steps >= 1 and min_steps >= 0"
-        )
-    max_steps, min_steps = int(max_steps), int(min_steps)
+    min_steps, max_steps = _check_steps(min_steps, max_steps)
     if output_mode not in ("jacobian", "identity"):
         raise InvalidValueError(
             f"unknown output_mode {output_mode!r}; use 'jacobian' or 'identity'"
         )
-    if integrator not in LOCAL_INTEGRATORS:
-        raise InvalidValueError(
-            f"integrator {integrator!r} is not supported on actors; use one of "
-            f"{list(LOCAL_INTEGRATORS)}"
-        )
-    if schedule not in SCHEDULES:
-        raise InvalidValueError(
-            f"unknown schedule {schedule!r}; use one of {list(SCHEDULES)}"
-        )
-    if int(report_every) < 1:
-        raise InvalidValueError(f"report_every={report_every} must be >= 1")
-    report_every = int(report_every)
-    window = 2 * report_every if window is None else int(window)
-    if window < report_every:
-        raise InvalidValueError(
-            f"window={window} is smaller than report_every={report_every}; the "
-            "vertices would wait for a permit that never comes"
-        )
-    staleness_bound, convergence_window = _check_async_options(
-        schedule, staleness_bound, convergence_window, report_every
+    options = _check_run_options(
+        integrator,
+        schedule,
+        report_every,
+        window,
+        staleness_bound,
+        convergence_window,
+        delays,
+        timeout_s,
+        progress,
+        progress_interval_s,
     )
-    if delays is not None and not isinstance(delays, DelayModel):
-        raise InvalidValueError(
-            f"delays must be a DelayModel or None, not {type(delays).__name__}"
-        )
-    if timeout_s is not None:
-        timeout_s = _positive("timeout_s", timeout_s)
-    if progress is not None:
-        progress_interval_s = _positive("progress_interval_s", progress_interval_s)
+    report_every, window, staleness_bound, convergence_window = options[:4]
+    timeout_s, progress_interval_s = options[4:]
+    record = _record_settings(net, record_dir, run_id, overwrite, flush_seconds)
     if not isinstance(net.weights[0], np.ndarray):
         raise InvalidValueError(
             "the actor runtime needs numpy weights; convert the network with "
@@ -290,6 +323,8 @@ pin_initial_state, output_mode, check_step
         output_mode,
         pin_initial_state,
     )
+    if record is not None:
+        record = _with_static_edges(record, specs)
     if delays is not None:
         seeds = delays.child_seeds(len(specs))
         for spec, delay_seed in zip(specs, seeds, strict=True):
@@ -326,18 +361,31 @@ pin_initial_state, output_mode, check_step
     if not ray.is_initialized():
         logger.info("Ray is not initialised; starting a local instance")
         ray.init(include_dashboard=False)
-    run = ActorRun(specs, settings, rule)
+    run = ActorRun(specs, settings, rule, record)
     try:
         end, final, stats, startup_s = run.execute(
             progress, progress_interval_s, timeout_s
         )
+        steps = end.steps
+        stepping = [spec.name for spec in specs if not spec.static]
+        if schedule == "async" and stepping:
+            steps = max(stats[name]["steps"] for name in stepping)
+        energy, edges = _final_energy(net, x, final, soft)
+        error = _error_vs_forward(net, x, final, hard, soft)
+        table_rows = run.finalize_records(
+            {
+                "time_s": end.elapsed_s,
+                "step": steps,
+                "energy": energy,
+                "max_update": float(end.max_update),
+                "edges": edges,
+                "error_vs_exact": error,
+            },
+            stats,
+        )
     finally:
         run.kill_actors()
 
-    steps = end.steps
-    stepping = [spec.name for spec in specs if not spec.static]
-    if schedule == "async" and stepping:
-        steps = max(stats[name]["steps"] for name in stepping)
     output_vertex = "y_out" if net.has_output_vertex else f"z{net.depth + 1}"
     return ActorRunResult(
         status=end.status,
@@ -357,6 +405,163 @@ pin_initial_state, output_mode, check_step
         reports=end.reports,
         staleness_bound=staleness_bound,
         quiescence_rounds=end.quiescence_rounds,
+        run_id=run.run_id,
+        record_dir=None if record is None else record.directory,
+        table_rows=table_rows or {},
+        final_energy=energy,
+        error_vs_exact=error,
+    )
+
+
+def _record_settings(
+    net: NeuralSheaf,
+    record_dir: str | os.PathLike[str] | None,
+    run_id: str | None,
+    overwrite: bool,
+    flush_seconds: float,
+) -> RecordSettings | None:
+    """Check the recording options and return the coordinator's settings."""
+    if record_dir is None:
+        if run_id is not None:
+            raise InvalidValueError(
+                f"run_id={run_id!r} needs record_dir; give a run directory"
+            )
+        return None
+    directory = os.path.abspath(os.fspath(record_dir))
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise InvalidValueError(
+            f"record_dir {directory} exists and is not a directory; choose another"
+        )
+    existing = existing_tables(directory, ("convergence", "edges", "vertices"))
+    if existing and not overwrite:
+        raise InvalidValueError(
+            f"record_dir {directory} already holds the tables {existing}; pass "
+            "overwrite=True or choose another directory"
+        )
+    if run_id is not None and (not isinstance(run_id, str) or not run_id):
+        raise InvalidValueError(f"run_id={run_id!r} must be a non-empty string")
+    flush_seconds = _positive("flush_seconds", flush_seconds)
+    return RecordSettings(
+        directory=directory,
+        run_id=run_id or uuid.uuid4().hex[:8],
+        edge_types={info.name: (info.kind, info.layer) for info in net.edges},
+        flush_seconds=flush_seconds,
+        overwrite=overwrite,
+    )
+
+
+def _with_static_edges(
+    record: RecordSettings, specs: list[VertexSpec]
+) -> RecordSettings:
+    return RecordSettings(
+        directory=record.directory,
+        run_id=record.run_id,
+        edge_types=record.edge_types,
+        static_edges=static_edge_discord(specs),
+        flush_seconds=record.flush_seconds,
+        overwrite=record.overwrite,
+    )
+
+
+def _final_energy(
+    net: NeuralSheaf,
+    x: np.ndarray,
+    state: Mapping[str, np.ndarray],
+    soft: list[ResolvedPin],
+) -> tuple[float, dict[str, float]]:
+    """Return the sheaf energy of ``state`` and the discord of every edge.
+
+    Soft-pin penalties count as edges named ``pin:<vertex>``.
+    """
+    values = [state[v] for v in net.free_vertices]
+    first = net.weights[0] @ x + net.biases[0]
+    discord = edge_discord(np, net, neural_residuals(np, net, first, values))
+    batch = x.shape[1]
+    for pin in soft:
+        gap = state[pin.vertex][pin.index] - pin.value
+        name = pin_edge(pin.vertex)
+        penalty = pin.gamma * float(np.sum(gap * gap)) / batch
+        discord[name] = discord.get(name, 0.0) + penalty
+    return 0.5 * sum(discord.values()), discord
+
+
+def _error_vs_forward(
+    net: NeuralSheaf,
+    x: np.ndarray,
+    state: Mapping[str, np.ndarray],
+    hard: list[ResolvedPin],
+    soft: list[ResolvedPin],
+) -> float | None:
+    """Return max |state - forward pass| over the free stalks, or None with pins."""
+    if hard or soft:
+        return None
+    forward = net.forward(x)
+    return max(
+        float(np.max(np.abs(state[v] - forward.state[v]))) for v in net.free_vertices
+    )
+
+
+class _RunOptions(NamedTuple):
+    report_every: int
+    window: int
+    staleness_bound: int | None
+    convergence_window: int
+    timeout_s: float | None
+    progress_interval_s: float
+
+
+def _check_run_options(
+    integrator: str,
+    schedule: str,
+    report_every: int,
+    window: int | None,
+    staleness_bound: int | None,
+    convergence_window: int | None,
+    delays: DelayModel | None,
+    timeout_s: float | None,
+    progress: ProgressCallback | None,
+    progress_interval_s: float,
+) -> _RunOptions:
+    """Validate the options shared by every actor run; fill in defaults."""
+    if integrator not in LOCAL_INTEGRATORS:
+        raise InvalidValueError(
+            f"integrator {integrator!r} is not supported on actors; use one of "
+            f"{list(LOCAL_INTEGRATORS)}"
+        )
+    if schedule not in SCHEDULES:
+        raise InvalidValueError(
+            f"unknown schedule {schedule!r}; use one of {list(SCHEDULES)}"
+        )
+    if int(report_every) < 1:
+        raise InvalidValueError(f"report_every={report_every} must be >= 1")
+    report_every = int(report_every)
+
+    window = 2 * report_every if window is None else int(window)
+    if window < report_every:
+        raise InvalidValueError(
+            f"window={window} is smaller than report_every={report_every}; the "
+            "vertices would wait for a permit that never comes"
+        )
+
+    staleness_bound, convergence_window = _check_async_options(
+        schedule, staleness_bound, convergence_window, report_every
+    )
+    if delays is not None and not isinstance(delays, DelayModel):
+        raise InvalidValueError(
+            f"delays must be a DelayModel or None, not {type(delays).__name__}"
+        )
+    if timeout_s is not None:
+        timeout_s = _positive("timeout_s", timeout_s)
+    if progress is not None:
+        progress_interval_s = _positive("progress_interval_s", progress_interval_s)
+
+    return _RunOptions(
+        report_every,
+        window,
+        staleness_bound,
+        convergence_window,
+        timeout_s,
+        progress_interval_s,
     )
 
 

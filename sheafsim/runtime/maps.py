@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
+import scipy.sparse as sp
 
 from sheafsim.errors import InvalidValueError, ShapeError
 from sheafsim.neural import apply_output, output_vjp
@@ -58,6 +59,17 @@ class RestrictionMap:
         """
         raise NotImplementedError
 
+    def pullback_applied(
+        self, value: np.ndarray, applied: np.ndarray, residual: np.ndarray
+    ) -> np.ndarray:
+        """Return :meth:`pullback` of ``residual``, given ``applied = apply(value)``.
+
+        A map whose Jacobian depends on its output overrides this, so that the
+        vertex actor does not compute that output a second time. The result
+        equals ``pullback(value, residual)`` bit for bit.
+        """
+        return self.pullback(value, residual)
+
 
 class IdentityMap(RestrictionMap):
     """Identity map, the downstream end of every edge of the neural sheaf."""
@@ -75,13 +87,21 @@ class IdentityMap(RestrictionMap):
 class MatrixMap(RestrictionMap):
     """Fixed linear map ``x -> M x`` of a general cellular sheaf.
 
+    A scipy.sparse ``M`` is kept sparse, as a ``csr_array``. Both kinds are
+    applied with the same products as
+    :meth:`sheafsim.sheaf.CellularSheaf.local_forces`, so the results match it
+    bit for bit.
+
     Parameters
     ----------
-    matrix : array_like, shape (dim_e, dim_v)
+    matrix : array_like or scipy.sparse matrix, shape (dim_e, dim_v)
     """
 
     def __init__(self, matrix: Any) -> None:
-        matrix = np.asarray(matrix, dtype=np.float64)
+        if sp.issparse(matrix):
+            matrix = sp.csr_array(matrix, dtype=np.float64)
+        else:
+            matrix = np.asarray(matrix, dtype=np.float64)
         if matrix.ndim != 2:
             raise ShapeError(
                 f"restriction matrix has shape {matrix.shape}; it must be 2-D "
@@ -90,10 +110,10 @@ class MatrixMap(RestrictionMap):
         self.matrix = matrix
 
     def apply(self, value: np.ndarray) -> np.ndarray:
-        return self.matrix @ value
+        return np.asarray(self.matrix @ value)
 
     def pullback(self, value: np.ndarray, residual: np.ndarray) -> np.ndarray:
-        return self.matrix.T @ residual
+        return np.asarray(self.matrix.T @ residual)
 
     def __repr__(self) -> str:
         return f"MatrixMap(shape={self.matrix.shape})"
@@ -188,7 +208,14 @@ class OutputMap(RestrictionMap):
     def pullback(self, value: np.ndarray, residual: np.ndarray) -> np.ndarray:
         if self.mode == "identity":
             return residual
-        return output_vjp(np, self.output, self.apply(value), residual)
+        return self.pullback_applied(value, self.apply(value), residual)
+
+    def pullback_applied(
+        self, value: np.ndarray, applied: np.ndarray, residual: np.ndarray
+    ) -> np.ndarray:
+        if self.mode == "identity":
+            return residual
+        return output_vjp(np, self.output, applied, residual)
 
     def __repr__(self) -> str:
         return f"OutputMap(output={self.output!r}, mode={self.mode!r})"

@@ -6,6 +6,9 @@ loop. It then waits on the coordinator's end and on every vertex loop at once.
 A vertex actor that raises or dies therefore ends the run at once with a
 :class:`~sheafsim.errors.RuntimeFailure` that names it. That exception carries
 the coordinator's reports so far in its ``reports`` attribute.
+
+A run that records metrics places its coordinator on the driver's node, so the
+Parquet tables it streams land in the driver's file system.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import numpy as np
 import ray
 from ray.exceptions import RayError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sheafsim.errors import RuntimeFailure
 from sheafsim.runtime.coordinator import (
@@ -28,6 +32,7 @@ from sheafsim.runtime.coordinator import (
     RunEnd,
     StoppingRule,
 )
+from sheafsim.runtime.metrics import RecordSettings
 from sheafsim.runtime.spec import RunSettings, VertexSpec
 from sheafsim.runtime.vertex import VertexActor
 
@@ -52,12 +57,18 @@ class ActorRun:
     """Actors of one run and the driver's side of the protocol."""
 
     def __init__(
-        self, specs: list[VertexSpec], settings: RunSettings, rule: StoppingRule
+        self,
+        specs: list[VertexSpec],
+        settings: RunSettings,
+        rule: StoppingRule,
+        record: RecordSettings | None = None,
     ) -> None:
         self.specs = specs
         self.settings = settings
         self.rule = rule
-        self.run_id = uuid.uuid4().hex[:8]
+        self.record = record
+        self.run_id = record.run_id if record is not None else uuid.uuid4().hex[:8]
+        self.records_closed = False
         self.vertices: dict[str, Any] = {}
         self.coordinator: Any = None
 
@@ -91,7 +102,42 @@ class ActorRun:
             return self._execute(progress, interval_s, timeout_s)
         except RuntimeFailure as failure:
             failure.reports = self._fetch_reports()  # type: ignore[attr-defined]
+            self.finalize_records(None, None)
             raise
+
+    def finalize_records(
+        self,
+        final: dict[str, Any] | None,
+        counters: dict[str, dict[str, int]] | None,
+    ) -> dict[str, int] | None:
+        """Have the coordinator write its last rows and close its tables.
+
+        See :meth:`CoordinatorActor.finalize`. After a failure (``final`` None)
+        a coordinator that does not reply within ``REPORTS_TIMEOUT_S`` seconds
+        is logged and skipped: the part files it flushed stay readable.
+        """
+        if self.record is None or self.coordinator is None or self.records_closed:
+            return None
+        self.records_closed = True
+        timeout = REPORTS_TIMEOUT_S if final is None else None
+        try:
+            rows: dict[str, int] | None = ray.get(
+                self.coordinator.finalize.remote(final, counters), timeout=timeout
+            )
+        except RayError as error:
+            if final is not None:
+                raise RuntimeFailure(
+                    f"the coordinator of run {self.run_id} could not close its "
+                    f"tables in {self.record.directory}: {_cause(error)}"
+                ) from error
+            logger.warning(
+                "the tables of failed run %s were not compacted (%s); their part "
+                "files stay readable",
+                self.run_id,
+                _cause(error),
+            )
+            return None
+        return rows
 
     def _execute(
         self,
@@ -108,9 +154,14 @@ class ActorRun:
                 scheduling_strategy="SPREAD",
             ).remote(spec, self.settings)
         stepping = [spec.name for spec in self.specs if not spec.static]
-        self.coordinator = _RemoteCoordinator.options(
-            name=f"sheafsim-{self.run_id}-coordinator"
-        ).remote(self.vertices, stepping, self.rule)
+        options: dict[str, Any] = {"name": f"sheafsim-{self.run_id}-coordinator"}
+        if self.record is not None:
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                node_id=ray.get_runtime_context().get_node_id(), soft=False
+            )
+        self.coordinator = _RemoteCoordinator.options(**options).remote(
+            self.vertices, stepping, self.rule, self.record
+        )
         ready = {h.ready.remote(): name for name, h in self.vertices.items()}
         self._get_all(ready, deadline, "start")
         startup_s = time.perf_counter() - start

@@ -33,6 +33,7 @@ __all__ = [
     "DelayModel",
     "RunSettings",
     "neural_vertex_specs",
+    "static_edge_discord",
 ]
 
 
@@ -301,6 +302,30 @@ def neural_vertex_specs(
             )
             static_energy += float(np.sum(residual**2)) / batch
     return list(specs.values()), static_changes, static_energy
+
+
+def static_edge_discord(specs: list[VertexSpec]) -> dict[str, float]:
+    """Return the discord ``|residual|^2 / batch`` of every edge between statics.
+
+    Such an edge never changes, and no vertex reports it.
+    """
+    by_name = {spec.name: spec for spec in specs}
+    discord: dict[str, float] = {}
+    for spec in specs:
+        if not spec.static:
+            continue
+        for end in spec.edges:
+            other = by_name[end.neighbour]
+            if not other.static or end.edge in discord:
+                continue
+            assert spec.static_value is not None and other.static_value is not None
+            far = next(e for e in other.edges if e.edge == end.edge)
+            residual = end.map.apply(spec.static_value) - far.map.apply(
+                other.static_value
+            )
+            batch = residual.shape[1]
+            discord[end.edge] = float(np.sum(residual**2)) / batch
+    return discord
 
 
 def _neural_maps(
