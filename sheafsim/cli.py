@@ -1,4 +1,10 @@
-"""Command line: ``sheafsim run CONFIG.toml`` and ``sheafsim bench``."""
+"""Command line: ``sheafsim run CONFIG.toml`` and ``sheafsim bench``.
+
+``sheafsim run`` exits with 0 when the run converged, 3 when it ended with
+``max_steps``, ``diverged`` or ``non_finite``, 4 when a vertex actor failed
+(``summary.json`` then has status ``failed``), and 2 on a bad configuration or
+an unreachable cluster.
+"""
 
 from __future__ import annotations
 
@@ -83,6 +89,8 @@ def _run(args: argparse.Namespace) -> int:
         overrides[key.strip()] = _parse_value(value.strip())
     if args.address is not None:
         overrides["runtime.address"] = args.address
+    if args.overwrite:
+        overrides["output.overwrite"] = True
     config = load_config(args.config, overrides)
     printer = None if args.quiet else _ProgressPrinter(sys.stderr)
 
@@ -105,8 +113,14 @@ def _run(args: argparse.Namespace) -> int:
         "n_actors",
     ]
     print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=2))
+    if summary["status"] != "converged":
+        print(f"{summary['status']}: {summary.get('message', '')}", file=sys.stderr)
     log(f"run directory: {directory}")
-    return 0 if summary["status"] == "converged" else 3
+    return _EXIT_STATUS.get(summary["status"], 3)
+
+
+# Exit status of ``sheafsim run`` by run status; 2 is a bad input or set-up.
+_EXIT_STATUS = {"converged": 0, "failed": 4}
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -158,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="TABLE.KEY=VALUE",
         help="override one configuration value, e.g. --set data.samples=200",
+    )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a run already in the run directory",
     )
     run.add_argument("--quiet", action="store_true", help="print only the summary")
     run.set_defaults(handler=_run)

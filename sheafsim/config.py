@@ -1,6 +1,6 @@
 """TOML experiment configurations for ``sheafsim run``.
 
-A configuration has five tables; every key is optional except where noted::
+A configuration has six tables; every key is optional::
 
     [network]                # where the network comes from
     source = "sklearn"       # "sklearn" (fit on a data set), "random" or "npz"
@@ -29,13 +29,23 @@ A configuration has five tables; every key is optional except where noted::
 
     [runtime]
     backend = "actors"       # "actors" (Ray vertex actors) or "inprocess"
-    schedule = "sync"
-    report_every = 10
+    schedule = "sync"        # "sync" or "async" (actors only)
+    report_every = 10        # steps between two metric rows
     address = ""             # "" starts a local Ray; "auto" or "ray://host:port"
     num_cpus = 0             # local Ray only; 0 lets Ray use the whole machine
+    staleness_bound = 2      # async only; leave out for no bound
+    convergence_window = 10  # async only; default max(report_every, 10)
+
+    [delays]                 # injected delays (actors only)
+    compute_s = 0.0          # mean extra seconds per step of each vertex
+    message_s = 0.0          # mean latency of each message
+    jitter = 0.5             # relative spread of the draws, in [0, 1]
+    slowdown = { a1 = 5.0 }  # factor on compute_s per vertex
+    seed = 0
 
     [output]
     directory = "runs/digits"
+    overwrite = false        # replace a run already in the directory
 
 Unknown tables or keys and values of the wrong type raise
 :class:`~sheafsim.errors.ConfigError` naming the key and the file.
@@ -43,6 +53,7 @@ Unknown tables or keys and values of the wrong type raise
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -56,6 +67,7 @@ __all__ = [
     "DataConfig",
     "DiffusionConfig",
     "RuntimeConfig",
+    "DelaysConfig",
     "OutputConfig",
     "load_config",
 ]
@@ -108,6 +120,24 @@ class RuntimeConfig:
     report_every: int = 10
     address: str = ""
     num_cpus: int = 0
+    staleness_bound: int | None = None
+    convergence_window: int | None = None
+
+
+@dataclass(frozen=True)
+class DelaysConfig:
+    """Seeded delays injected into an actor run; see ``DelayModel``."""
+
+    compute_s: float = 0.0
+    message_s: float = 0.0
+    jitter: float = 0.5
+    slowdown: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+
+    @property
+    def active(self) -> bool:
+        """Whether any delay is injected."""
+        return self.compute_s > 0 or self.message_s > 0
 
 
 @dataclass(frozen=True)
@@ -115,6 +145,7 @@ class OutputConfig:
     """Location of the run directory."""
 
     directory: str = "runs/run"
+    overwrite: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,6 +156,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    delays: DelaysConfig = field(default_factory=DelaysConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     source_path: str = ""
 
@@ -138,6 +170,7 @@ _TABLES = {
     "data": DataConfig,
     "diffusion": DiffusionConfig,
     "runtime": RuntimeConfig,
+    "delays": DelaysConfig,
     "output": OutputConfig,
 }
 
@@ -150,7 +183,7 @@ _CHOICES = {
     ("diffusion", "integrator"): ("euler", "nesterov", "heavy_ball"),
     ("diffusion", "output_mode"): ("jacobian", "identity"),
     ("runtime", "backend"): ("actors", "inprocess"),
-    ("runtime", "schedule"): ("sync",),
+    ("runtime", "schedule"): ("sync", "async"),
 }
 
 
@@ -161,6 +194,9 @@ _TYPE_WORDS = {
     "list[int]": "a list of positive integers",
     "int | str": "an integer or a string",
     "float | str": "a number or a string",
+    "int | None": "an integer",
+    "bool": "true or false",
+    "dict[str, float]": "a table of vertex names to numbers",
 }
 
 
@@ -173,7 +209,16 @@ def _check_type(value: Any, annotation: str, where: str) -> Any:
         "list[int]": (list,),
         "int | str": (int, str),
         "float | str": (int, float, str),
+        "int | None": (int,),
+        "bool": (bool,),
+        "dict[str, float]": (dict,),
     }[annotation]
+    if annotation == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(
+                f"{where} must be true or false, got {type(value).__name__} {value!r}"
+            )
+        return value
     if isinstance(value, bool) or not isinstance(value, allowed):
         raise ConfigError(
             f"{where} must be {_TYPE_WORDS[annotation]}, got {type(value).__name__} "
@@ -184,6 +229,17 @@ def _check_type(value: Any, annotation: str, where: str) -> Any:
         for item in value
     ):
         raise ConfigError(f"{where} must be a list of positive integers, got {value!r}")
+    if isinstance(value, dict):
+        bad = [
+            key
+            for key, item in value.items()
+            if isinstance(item, bool) or not isinstance(item, int | float)
+        ]
+        if bad:
+            raise ConfigError(
+                f"{where}.{bad[0]} must be a number, got {value[bad[0]]!r}"
+            )
+        return {key: float(item) for key, item in value.items()}
     if annotation == "float" and isinstance(value, int | float):
         return float(value)
     return value
@@ -230,6 +286,26 @@ def _check_combination(tables: dict[str, Any], path: str) -> None:
             f"vertex actors; use one of {list(_ACTOR_INTEGRATORS)} or set "
             "runtime.backend = 'inprocess'"
         )
+    for key in ("staleness_bound", "convergence_window"):
+        value = getattr(runtime, key)
+        if value is not None and (
+            runtime.backend != "actors" or runtime.schedule != "async"
+        ):
+            raise ConfigError(
+                f"runtime.{key} = {value} in {path} applies only to runtime.schedule "
+                "= 'async' with runtime.backend = 'actors'; remove it or change "
+                "the schedule"
+            )
+    if runtime.backend == "inprocess" and runtime.schedule != "sync":
+        raise ConfigError(
+            f"runtime.schedule = {runtime.schedule!r} in {path} needs vertex actors; "
+            "set runtime.backend = 'actors' or runtime.schedule = 'sync'"
+        )
+    if tables["delays"].active and runtime.backend != "actors":
+        raise ConfigError(
+            f"[delays] in {path} injects delays into vertex actors; set "
+            "runtime.backend = 'actors' or remove the table"
+        )
     size = _DATASET_SIZES.get(data.dataset)
     if size is not None and isinstance(data.samples, int) and data.samples > size:
         raise ConfigError(
@@ -269,6 +345,22 @@ def _check_values(
         fail("report_every", ">= 1")
     if name == "runtime" and table.num_cpus < 0:
         fail("num_cpus", ">= 0")
+    if name == "runtime" and table.staleness_bound is not None:
+        if table.staleness_bound < 0:
+            fail("staleness_bound", ">= 0 (leave it out for no bound)")
+    if name == "runtime" and table.convergence_window is not None:
+        if table.convergence_window < 1:
+            fail("convergence_window", ">= 1")
+    if name == "delays":
+        for key in ("compute_s", "message_s"):
+            value = getattr(table, key)
+            if not (math.isfinite(value) and value >= 0):
+                fail(key, "a finite number of seconds >= 0")
+        if not 0 <= table.jitter <= 1:
+            fail("jitter", "in [0, 1]")
+        for vertex, factor in table.slowdown.items():
+            if not (math.isfinite(factor) and factor > 0):
+                fail("slowdown", f"a table of factors > 0 (slowdown.{vertex})")
     if name == "network" and table.max_iter < 1:
         fail("max_iter", ">= 1")
     for key in ("seed",):

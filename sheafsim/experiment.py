@@ -1,9 +1,16 @@
 """Run an experiment configuration end to end and write its run directory.
 
-The run directory contains ``config.json`` (the resolved configuration),
-``summary.json`` (status, steps, wall time, errors against the forward pass and
-against the source model) and ``outputs.npy`` (the final output stalk, shape
-``(n_out, samples)``).
+The run directory contains:
+
+* ``config.json``, the resolved configuration, written before the run starts;
+* ``convergence.parquet`` and ``edges.parquet``, the metric tables (streamed by
+  the coordinator during an actor run, written at the end of an in-process
+  run), and ``vertices.parquet``, the counters of every vertex actor;
+* ``summary.json``: status, steps, wall time, final energy, errors against the
+  forward pass and against the source model, schedule, actors and Ray address;
+  written at the end, also when a vertex actor dies (status ``failed``);
+* ``outputs.npy``, the final output stalk, shape ``(n_out, samples)``, unless
+  the run failed.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import logging
 import math
 import socket
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +34,7 @@ from sheafsim.dynamics import diffuse, initial_state
 from sheafsim.errors import ConfigError, RuntimeFailure, SheafsimError
 from sheafsim.integrators import stability_limit
 from sheafsim.neural import NeuralSheaf
+from sheafsim.recording import RunRecorder, existing_tables
 from sheafsim.stepsize import estimate_lambda_max
 
 __all__ = ["Experiment", "prepare", "run_experiment"]
@@ -222,16 +231,72 @@ def _start_ray(config: ExperimentConfig) -> str:
     return str(ray.get_runtime_context().gcs_address)
 
 
-def _prepare_directory(directory: Path) -> None:
+RUN_FILES = ("config.json", "summary.json", "outputs.npy")
+"""Files of a run directory besides the Parquet tables."""
+
+RUN_TABLES = ("convergence", "edges", "vertices")
+"""Parquet tables of a run directory, as ``<name>.parquet``."""
+
+
+def _prepare_directory(directory: Path, overwrite: bool) -> None:
+    """Create the run directory, refusing to mix two runs in one directory.
+
+    With ``overwrite`` the files of the earlier run are deleted here, so a run
+    that then fails leaves no stale summary behind.
+    """
     if directory.exists() and not directory.is_dir():
         raise ConfigError(
             f"run directory {directory} exists and is not a directory; choose "
             "another --output"
         )
+    # A config.json alone is what a run that failed before it started leaves.
+    existing = [n for n in ("summary.json", "outputs.npy") if (directory / n).exists()]
+    existing += [f"{name}.parquet" for name in existing_tables(directory, RUN_TABLES)]
+    if existing and not overwrite:
+        raise ConfigError(
+            f"run directory {directory} already holds a run ({', '.join(existing)}); "
+            "pass --overwrite (or set output.overwrite = true) to replace it, or "
+            "choose another --output"
+        )
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"cannot create run directory {directory}: {error}") from None
+    for name in RUN_FILES:
+        (directory / name).unlink(missing_ok=True)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON through a temporary file, so readers see it whole."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_finite(data), indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _inprocess_tables(
+    directory: Path, run_id: str, net: NeuralSheaf, trace: dict[str, list]
+) -> dict[str, int]:
+    """Write the trace of an in-process run as the convergence and edge tables."""
+    kinds = {info.name: (info.kind, info.layer) for info in net.edges}
+    with RunRecorder(
+        directory, run_id, tables=("convergence", "edges"), overwrite=True
+    ) as recorder:
+        for i, step in enumerate(trace["step"]):
+            recorder.convergence(
+                step, trace["energy"][i], trace["max_update"][i], time_s=0.0
+            )
+            recorder.edges(
+                {
+                    "time_s": 0.0,
+                    "step": step,
+                    "edge": name,
+                    "edge_type": kind,
+                    "layer": layer,
+                    "discord": trace[name][i],
+                }
+                for name, (kind, layer) in kinds.items()
+            )
+    return {name: w.rows_written for name, w in recorder.writers.items()}
 
 
 def run_experiment(
@@ -253,7 +318,8 @@ def run_experiment(
     """
     say = log or (lambda message: logger.info("%s", message))
     directory = Path(output_dir or config.output.directory)
-    _prepare_directory(directory)
+    _prepare_directory(directory, config.output.overwrite)
+    run_id = uuid.uuid4().hex[:8]
 
     # Check the address before the model is fitted, so a bad one fails fast.
     started = time.perf_counter()
@@ -283,41 +349,69 @@ def run_experiment(
         "output_mode": settings.output_mode,
         "integrator": settings.integrator,
     }
-    summary: dict[str, Any] = {"backend": config.runtime.backend}
+    _write_json(directory / "config.json", {"run_id": run_id, **config.to_dict()})
+    summary: dict[str, Any] = {"run_id": run_id, "backend": config.runtime.backend}
     if config.runtime.backend == "inprocess":
         result = diffuse(
             experiment.net,
             experiment.x,
             record_crossings=False,
+            record_every=config.runtime.report_every,
             progress=progress,
             **common,
         )
         summary.update(n_actors=0, schedule="inprocess", ray_address=None)
+        summary["table_rows"] = _inprocess_tables(
+            directory, run_id, experiment.net, result.trace
+        )
     else:
         import ray
 
-        from sheafsim.runtime import diffuse_on_actors
+        from sheafsim.runtime import DelayModel, diffuse_on_actors
 
+        runtime, delays = config.runtime, config.delays
         owns_ray = not ray.is_initialized()
         address = _start_ray(config)
         say(f"Ray at {address}; starting {len(experiment.net.vertices) + 1} actors")
+        summary.update(
+            n_actors=len(experiment.net.vertices) + 1,
+            schedule=runtime.schedule,
+            ray_address=address,
+        )
         try:
             result = diffuse_on_actors(  # type: ignore[assignment]
                 experiment.net,
                 experiment.x,
-                schedule=config.runtime.schedule,
-                report_every=config.runtime.report_every,
+                schedule=runtime.schedule,
+                report_every=runtime.report_every,
+                staleness_bound=runtime.staleness_bound,
+                convergence_window=runtime.convergence_window,
+                delays=(
+                    DelayModel(
+                        compute_s=delays.compute_s,
+                        message_s=delays.message_s,
+                        jitter=delays.jitter,
+                        slowdown=dict(delays.slowdown),
+                        seed=delays.seed,
+                    )
+                    if delays.active
+                    else None
+                ),
                 progress=progress,
+                record_dir=directory,
+                run_id=run_id,
+                overwrite=True,
                 **common,
             )
+        except RuntimeFailure as failure:
+            return _failed(directory, summary, failure, started, experiment.info)
         finally:
             # A Ray started here is shut down here; a caller's Ray stays up.
             if owns_ray:
                 ray.shutdown()
         summary.update(
             n_actors=result.n_actors,  # type: ignore[attr-defined]
-            schedule=config.runtime.schedule,
-            ray_address=address,
+            table_rows=result.table_rows,  # type: ignore[attr-defined]
         )
 
     output = np.asarray(result.output)
@@ -339,15 +433,31 @@ def run_experiment(
         summary["max_abs_error_vs_predict_proba"] = float(
             np.max(np.abs(output - experiment.reference))
         )
-    # The three files are written together at the end, so a failed run leaves an
-    # earlier run in the same directory intact.
     np.save(directory / "outputs.npy", output)
-    (directory / "config.json").write_text(
-        json.dumps(config.to_dict(), indent=2) + "\n"
+    _write_json(directory / "summary.json", summary)
+    return summary
+
+
+def _failed(
+    directory: Path,
+    summary: dict[str, Any],
+    failure: RuntimeFailure,
+    started: float,
+    info: dict[str, Any],
+) -> dict[str, Any]:
+    """Write the summary of a run that a failed actor ended, and return it."""
+    reports = getattr(failure, "reports", None) or []
+    summary.update(
+        status="failed",
+        message=str(failure),
+        steps=max((row.step for row in reports), default=0),
+        wall_time_s=max((row.time_s for row in reports), default=None),
+        total_time_s=time.perf_counter() - started,
+        final_energy=None,
+        max_abs_error_vs_forward=None,
+        **info,
     )
-    (directory / "summary.json").write_text(
-        json.dumps(_finite(summary), indent=2) + "\n"
-    )
+    _write_json(directory / "summary.json", summary)
     return summary
 
 

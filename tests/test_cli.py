@@ -56,14 +56,95 @@ def test_run_digits_on_actors_subset(tmp_path):
     assert summary["max_abs_error_vs_predict_proba"] < 1e-6
 
 
+SUMMARY_FIELDS = {
+    "status",
+    "steps",
+    "wall_time_s",
+    "final_energy",
+    "max_abs_error_vs_forward",
+    "schedule",
+    "n_actors",
+    "ray_address",
+}
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_run_digits_on_actors_async_subset(tmp_path):
+    out = tmp_path / "run"
+    status = main(
+        [
+            "run",
+            "examples/digits_async.toml",
+            "--output",
+            str(out),
+            "--quiet",
+            "--set",
+            "data.samples=100",
+        ]
+    )
+    assert status == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert SUMMARY_FIELDS <= set(summary)
+    assert summary["schedule"] == "async"
+    assert summary["max_abs_error_vs_predict_proba"] < 1e-6
+    assert {p.name for p in out.iterdir()} == {
+        "config.json",
+        "summary.json",
+        "outputs.npy",
+        "convergence.parquet",
+        "edges.parquet",
+        "vertices.parquet",
+    }
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("local_ray")
-def test_run_digits_on_actors_full(tmp_path):
+@pytest.mark.parametrize("config", ["digits.toml", "digits_async.toml"])
+def test_run_digits_on_actors_full(tmp_path, config):
     out = tmp_path / "run"
-    assert main(["run", "examples/digits.toml", "--output", str(out), "--quiet"]) == 0
+    command = ["run", f"examples/{config}", "--output", str(out), "--quiet"]
+    assert main(command) == 0
     summary = json.loads((out / "summary.json").read_text())
+    assert SUMMARY_FIELDS <= set(summary)
     assert summary["samples"] == 1797
     assert summary["max_abs_error_vs_predict_proba"] < 1e-6
+
+
+def test_rerun_into_run_directory_needs_overwrite(tmp_path, capsys):
+    config = tmp_path / "small.toml"
+    config.write_text(
+        '[network]\nsource = "random"\nwidths = [3, 4, 1]\n'
+        '[data]\ndataset = "random"\nsamples = 4\n'
+        '[runtime]\nbackend = "inprocess"\nreport_every = 7\n'
+    )
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--output", str(out), "--quiet"]) == 0
+    first = json.loads((out / "summary.json").read_text())
+    assert main(["run", str(config), "--output", str(out), "--quiet"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text()) == first
+    command = ["run", str(config), "--output", str(out), "--quiet", "--overwrite"]
+    assert main(command) == 0
+    second = json.loads((out / "summary.json").read_text())
+    assert second["run_id"] != first["run_id"]
+    # The in-process run writes its trace as the convergence and edge tables.
+    from sheafsim.recording import read_table
+
+    steps = read_table(out / "convergence.parquet").column("step").to_pylist()
+    assert steps[0] == 0 and steps[-1] == second["steps"]
+    assert all(step % 7 == 0 for step in steps[:-1])
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_unknown_slowdown_vertex(tmp_path, capsys):
+    config = tmp_path / "slow.toml"
+    config.write_text(
+        '[network]\nsource = "random"\nwidths = [3, 4, 1]\n'
+        '[data]\ndataset = "random"\nsamples = 4\n'
+        "[delays]\ncompute_s = 0.001\nslowdown = { a7 = 5.0 }\n"
+    )
+    assert main(["run", str(config), "--output", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "delays.slowdown names unknown vertices ['a7']" in capsys.readouterr().err
 
 
 def test_run_random_network_npz(tmp_path):
@@ -102,7 +183,8 @@ def test_run_rejects_bad_set(capsys):
 def test_run_missing_npz(tmp_path, capsys):
     config = tmp_path / "npz.toml"
     config.write_text('[network]\nsource = "npz"\npath = "absent.npz"\n')
-    assert main(["run", str(config), "--quiet"]) == 2
+    out = tmp_path / "r"
+    assert main(["run", str(config), "--quiet", "--output", str(out)]) == 2
     assert "network.path 'absent.npz'" in capsys.readouterr().err
 
 

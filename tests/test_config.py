@@ -138,3 +138,69 @@ def test_too_many_samples(tmp_path):
     path = write(tmp_path, "[data]\nsamples = 5000\n")
     with pytest.raises(ss.ConfigError, match="exceeds the 1797 samples"):
         load_config(path)
+
+
+def test_async_runtime_and_delays_parse(tmp_path):
+    path = write(
+        tmp_path,
+        '[runtime]\nschedule = "async"\nstaleness_bound = 2\nconvergence_window = 20\n'
+        "[delays]\ncompute_s = 0.001\nmessage_s = 0.002\njitter = 0.0\n"
+        "slowdown = { a1 = 5 }\nseed = 3\n"
+        "[output]\noverwrite = true\n",
+    )
+    config = load_config(path)
+    assert config.runtime.schedule == "async"
+    assert config.runtime.staleness_bound == 2
+    assert config.runtime.convergence_window == 20
+    assert config.delays.slowdown == {"a1": 5.0}
+    assert config.delays.active
+    assert config.output.overwrite is True
+    assert config.to_dict()["delays"]["seed"] == 3
+
+
+def test_staleness_bound_defaults_to_none(tmp_path):
+    config = load_config(write(tmp_path, '[runtime]\nschedule = "async"\n'))
+    assert config.runtime.staleness_bound is None
+    assert config.runtime.convergence_window is None
+    assert not config.delays.active
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (
+            "[runtime]\nstaleness_bound = 2\n",
+            r"runtime.staleness_bound = 2 in .* applies only to runtime.schedule",
+        ),
+        (
+            '[runtime]\nschedule = "async"\nstaleness_bound = -1\n',
+            r"runtime.staleness_bound in .* is -1; it must be >= 0",
+        ),
+        (
+            '[runtime]\nschedule = "async"\nconvergence_window = 0\n',
+            r"runtime.convergence_window in .* is 0; it must be >= 1",
+        ),
+        (
+            '[runtime]\nbackend = "inprocess"\nschedule = "async"\n',
+            r"runtime.schedule = 'async' in .* needs vertex actors",
+        ),
+        (
+            '[runtime]\nbackend = "inprocess"\n[delays]\ncompute_s = 0.1\n',
+            r"\[delays\] in .* injects delays into vertex actors",
+        ),
+        ("[delays]\njitter = 2.0\n", r"delays.jitter in .* is 2.0; it must be in"),
+        ("[delays]\ncompute_s = -1\n", r"delays.compute_s in .* is -1.0"),
+        (
+            '[delays]\nslowdown = { a1 = "fast" }\n',
+            r"delays.slowdown in .*\.a1 must be a number",
+        ),
+        ("[delays]\nslowdown = { a1 = 0 }\n", r"factors > 0 \(slowdown.a1\)"),
+        ("[delays]\nslowdown = 5\n", r"delays.slowdown in .* must be a table"),
+        ("[delays]\nlatency = 5\n", r"unknown key delays.latency"),
+        ('[output]\noverwrite = "yes"\n', r"output.overwrite in .* must be true or"),
+        ('[runtime]\nschedule = "gossip"\n', r"choose one of \['sync', 'async'\]"),
+    ],
+)
+def test_runtime_config_errors(tmp_path, text, match):
+    with pytest.raises(ss.ConfigError, match=match):
+        load_config(write(tmp_path, text))
