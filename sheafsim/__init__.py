@@ -4,6 +4,8 @@ Bosca and Ghrist (arXiv:2603.14831) showed that a feedforward ReLU network is a
 cellular sheaf whose forward pass is the unique harmonic extension of the input.
 """
 
+from sheafsim import training
+from sheafsim.baseline import GradientDescentResult, train_gradient_descent
 from sheafsim.certificates import (
     Certificate,
     as_cellular_sheaf,
@@ -12,6 +14,7 @@ from sheafsim.certificates import (
     free_coboundary,
     free_laplacian,
 )
+from sheafsim.datasets import Dataset, load_dataset
 from sheafsim.dynamics import DiffusionResult, diffuse, initial_state
 from sheafsim.errors import (
     ConfigError,
@@ -31,6 +34,7 @@ from sheafsim.sheaf import (
     sheaf_from_maps,
 )
 from sheafsim.sheaf_diffusion import diffuse_sheaf
+from sheafsim.training import TrainingResult, train
 
 __version__ = "0.1.0"
 
@@ -61,4 +65,11 @@ __all__ = [
     "ConvergenceError",
     "StepSizeError",
     "RuntimeFailure",
+    "train",
+    "TrainingResult",
+    "train_gradient_descent",
+    "GradientDescentResult",
+    "load_dataset",
+    "Dataset",
+    "training",
 ]
