@@ -21,10 +21,13 @@ from sheafsim.runtime.maps import (
     RestrictionMap,
 )
 from sheafsim.runtime.spec import DelayModel
+from sheafsim.runtime.training import ActorTrainingResult, train_on_actors
 
 __all__ = [
     "diffuse_on_actors",
     "diffuse_sheaf_on_actors",
+    "train_on_actors",
+    "ActorTrainingResult",
     "ActorRunResult",
     "SCHEDULES",
     "DelayModel",

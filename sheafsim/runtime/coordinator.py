@@ -63,7 +63,12 @@ from typing import Any
 import ray
 
 from sheafsim.dynamics import DIVERGENCE_FACTOR
-from sheafsim.runtime.metrics import MetricsSink, RecordSettings, pin_edge
+from sheafsim.runtime.metrics import (
+    MetricsSink,
+    RecordSettings,
+    TrainingMonitor,
+    pin_edge,
+)
 
 __all__ = ["CoordinatorActor", "StoppingRule", "RunEnd", "ReportRow"]
 
@@ -248,6 +253,8 @@ class CoordinatorActor:
     rule : StoppingRule
     record : RecordSettings, optional
         Stream the run's metrics to Parquet tables in this run directory.
+    training : TrainingMonitor, optional
+        Evaluate the weights the vertices send at epoch ends (training runs).
     """
 
     def __init__(
@@ -256,8 +263,10 @@ class CoordinatorActor:
         stepping: list[str],
         rule: StoppingRule,
         record: RecordSettings | None = None,
+        training: TrainingMonitor | None = None,
     ) -> None:
         self.vertices = vertices
+        self.training = training
         self.stepping = list(stepping)
         self.rule = rule
         self.asynchronous = rule.schedule == "async"
@@ -291,6 +300,8 @@ class CoordinatorActor:
         if self.record is not None and self.sink is None:
             self.sink = MetricsSink(self.record)
             self.sink.start_flushing()
+            if self.training is not None:
+                self.sink.training(self.training.rows[0])
         self.start_time = time.perf_counter()
         if not self.stepping:
             self._check_complete_steps()
@@ -334,6 +345,7 @@ class CoordinatorActor:
         energy_terms: dict[str, float],
         counters: dict[str, int] | None = None,
         idle: bool = False,
+        params: dict[str, tuple[Any, Any]] | None = None,
     ) -> None:
         """Record a vertex's one-step changes of steps ``first_step, ...``.
 
@@ -353,9 +365,16 @@ class CoordinatorActor:
         idle : bool
             Whether the vertex now waits for a new message. An idle report may
             have no changes, and then it adds no row.
+        params : dict of str to tuple of ndarray, optional
+            Training: ``(W, b)`` of every affine edge the vertex learns, by edge
+            name, at the report's last step, which ends an epoch.
         """
         if self.end is not None:
             return
+        if params and self.training is not None:
+            row = self.training.add(first_step + len(changes) - 1, params)
+            if row is not None and self.sink is not None:
+                self.sink.training(row)
         if "soft_pins" in energy_terms:
             energy_terms = dict(energy_terms)
             energy_terms[pin_edge(vertex)] = energy_terms.pop("soft_pins")
@@ -402,6 +421,10 @@ class CoordinatorActor:
             return self._async_step(), self._async_last_change(), elapsed
         change = self.history[-1] if self.history else math.nan
         return self.checked, change, elapsed
+
+    async def training_rows(self) -> list[dict[str, Any]]:
+        """Return the training rows evaluated so far, epoch 0 first."""
+        return [] if self.training is None else list(self.training.rows)
 
     async def report_rows(self) -> list[ReportRow]:
         """Return every report received so far, in order of arrival."""

@@ -147,6 +147,18 @@ class AffineMap(RestrictionMap):
         # bit for bit.
         return self.weight.mT @ residual
 
+    def learn(self, value: np.ndarray, residual: np.ndarray, rate: float) -> None:
+        """Take one local weight step ``W -= rate r a^T``, ``b -= rate sum r``.
+
+        ``value`` is the upstream stalk ``a`` and ``residual`` the edge
+        residual ``r = W a + b - z`` at the same state, summed over the batch
+        as in :class:`sheafsim.training.TrainingStep`, so both agree bit for
+        bit.
+        """
+        # New arrays, because Ray may hand an actor read-only arrays.
+        self.weight = self.weight - rate * (residual @ value.T)
+        self.bias = self.bias - rate * residual.sum(axis=1, keepdims=True)
+
     def __repr__(self) -> str:
         return f"AffineMap(shape={self.weight.shape})"
 

@@ -7,7 +7,9 @@ The coordinator of a run started with a ``record_dir`` owns a
   vertex has reported it, and a final row with ``error_vs_exact``;
 * ``edges.parquet``: the discord of every edge at the same steps, soft-pin
   penalties included as edges of type ``pin``;
-* ``vertices.parquet``: the counters of every vertex actor at the end.
+* ``vertices.parquet``: the counters of every vertex actor at the end;
+* ``training.parquet`` for training runs: the losses and accuracies of the
+  weights at the end of every epoch (see :class:`TrainingMonitor`).
 
 Rows are flushed as part files at least every ``flush_seconds``, so the tables
 are readable at any moment of the run (see :mod:`sheafsim.recording`).
@@ -22,9 +24,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from sheafsim.neural import NeuralSheaf
 from sheafsim.recording import RunRecorder
 
-__all__ = ["RecordSettings", "MetricsSink", "pin_edge"]
+__all__ = ["RecordSettings", "MetricsSink", "TrainingMonitor", "pin_edge"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +66,61 @@ class RecordSettings:
     static_edges: dict[str, float] = field(default_factory=dict)
     flush_seconds: float = 1.0
     overwrite: bool = False
+    tables: tuple[str, ...] = ("convergence", "edges", "vertices")
+
+
+class TrainingMonitor:
+    """Evaluates the weights that the vertices send at the end of every epoch.
+
+    Every vertex that learns an affine map sends ``(W_l, b_l)`` with its report
+    of step ``e * epoch_steps``. Once all ``depth + 1`` layers of epoch ``e``
+    are in, the monitor builds the network and computes its losses and
+    accuracies with the ordinary forward pass, as :func:`sheafsim.train` does.
+
+    Parameters
+    ----------
+    net : NeuralSheaf
+        The network before training; epoch 0 is evaluated on it.
+    data : list
+        ``[(x, y), (x_test, y_test) or None]``.
+    epoch_steps : int
+    """
+
+    def __init__(self, net: NeuralSheaf, data: list, epoch_steps: int) -> None:
+        self.output = net.output
+        self.layers = net.depth + 1
+        self.data = data
+        self.epoch_steps = epoch_steps
+        self.classification = net.output != "identity"
+        self.pending: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+        self.rows: list[dict[str, Any]] = []
+        self.last_net = net
+        self.rows.append(self._evaluate(0, 0, net))
+
+    def _evaluate(self, epoch: int, step: int, net: NeuralSheaf) -> dict[str, Any]:
+        from sheafsim.training import HISTORY_KEYS, _evaluate
+
+        scores = _evaluate(net, self.data, self.classification)
+        return dict(zip(HISTORY_KEYS, [epoch, step, *scores], strict=True))
+
+    def add(
+        self, step: int, params: Mapping[str, tuple[np.ndarray, np.ndarray]]
+    ) -> dict[str, Any] | None:
+        """Store the maps a vertex sent at ``step``; return the epoch row when due."""
+        epoch = step // self.epoch_steps
+        layers = self.pending.setdefault(epoch, {})
+        for edge, pair in params.items():
+            layers[int(edge.removeprefix("affine"))] = pair
+        if len(layers) < self.layers:
+            return None
+        del self.pending[epoch]
+        weights = [layers[layer][0] for layer in range(1, self.layers + 1)]
+        biases = [layers[layer][1].reshape(-1) for layer in range(1, self.layers + 1)]
+        net = NeuralSheaf(weights, biases, output=self.output)  # type: ignore[arg-type]
+        self.last_net = net
+        row = self._evaluate(epoch, step, net)
+        self.rows.append(row)
+        return row
 
 
 class MetricsSink:
@@ -76,6 +136,7 @@ class MetricsSink:
         self.recorder = RunRecorder(
             settings.directory,
             settings.run_id,
+            tables=settings.tables,
             flush_rows=1000,
             flush_seconds=settings.flush_seconds,
             overwrite=settings.overwrite,
@@ -136,6 +197,11 @@ class MetricsSink:
         self.recorder.edges(rows)
         self.last_step = step
         self.last_energy = energy
+
+    def training(self, row: Mapping[str, Any]) -> None:
+        """Record one row of ``training.parquet``."""
+        if not self.closed:
+            self.recorder.training(**row)
 
     def vertices(self, counters: Mapping[str, Mapping[str, int]]) -> None:
         """Record the counters of every vertex, by vertex name."""

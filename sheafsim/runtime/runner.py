@@ -32,7 +32,7 @@ from sheafsim.runtime.coordinator import (
     RunEnd,
     StoppingRule,
 )
-from sheafsim.runtime.metrics import RecordSettings
+from sheafsim.runtime.metrics import RecordSettings, TrainingMonitor
 from sheafsim.runtime.spec import RunSettings, VertexSpec
 from sheafsim.runtime.vertex import VertexActor
 
@@ -62,7 +62,9 @@ class ActorRun:
         settings: RunSettings,
         rule: StoppingRule,
         record: RecordSettings | None = None,
+        training: TrainingMonitor | None = None,
     ) -> None:
+        self.training = training
         self.specs = specs
         self.settings = settings
         self.rule = rule
@@ -160,7 +162,7 @@ class ActorRun:
                 node_id=ray.get_runtime_context().get_node_id(), soft=False
             )
         self.coordinator = _RemoteCoordinator.options(**options).remote(
-            self.vertices, stepping, self.rule, self.record
+            self.vertices, stepping, self.rule, self.record, self.training
         )
         ready = {h.ready.remote(): name for name, h in self.vertices.items()}
         self._get_all(ready, deadline, "start")
@@ -197,6 +199,20 @@ class ActorRun:
             end.elapsed_s,
         )
         return end, final, stats, startup_s
+
+    def call_vertices(self, method: str, names: list[str]) -> dict[str, Any]:
+        """Call ``method`` on the vertex actors ``names`` and return the replies."""
+        refs = {getattr(self.vertices[n], method).remote(): n for n in names}
+        return self._get_all(refs, math.inf, f"reply to {method}")
+
+    def training_rows(self) -> list[dict[str, Any]]:
+        """Return the coordinator's training rows (see :class:`TrainingMonitor`)."""
+        reply = self._get_all(
+            {self.coordinator.training_rows.remote(): "coordinator"},
+            math.inf,
+            "return its training rows",
+        )
+        return reply["coordinator"]
 
     def _settled_stats(self, deadline: float) -> dict[str, dict[str, int]]:
         """Return every vertex's counters once all sent messages have arrived.

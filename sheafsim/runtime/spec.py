@@ -54,6 +54,9 @@ class EdgeEnd:
         Exactly one stepping end of each edge reports it.
     neighbour_static : bool
         Whether the neighbour is static; a static vertex needs no messages.
+    trains : bool
+        Whether this end learns its map (an :class:`AffineMap`) from the edge
+        residual during training.
     """
 
     edge: str
@@ -61,6 +64,7 @@ class EdgeEnd:
     map: RestrictionMap
     reports_energy: bool = False
     neighbour_static: bool = False
+    trains: bool = False
 
 
 @dataclass
@@ -198,6 +202,12 @@ class RunSettings:
         Asynchronous schedule without a staleness bound: a vertex whose last
         ``convergence_window`` one-step changes are all below ``tol`` waits for
         a new message.
+    weight_rate : float
+        Training: ``beta * dt``, the rate of the local weight steps; 0 for
+        inference.
+    epoch_steps : int
+        Training: steps per epoch. A vertex that learns sends its maps with
+        the report of every epoch's last step.
     """
 
     step_size: float
@@ -211,6 +221,8 @@ class RunSettings:
     delays: DelayModel | None = None
     tol: float = 0.0
     convergence_window: int = 10
+    weight_rate: float = 0.0
+    epoch_steps: int = 0
 
 
 def neural_vertex_specs(
@@ -302,6 +314,58 @@ def neural_vertex_specs(
             )
             static_energy += float(np.sum(residual**2)) / batch
     return list(specs.values()), static_changes, static_energy
+
+
+def neural_training_specs(
+    net: NeuralSheaf,
+    x: np.ndarray,
+    y: np.ndarray,
+    values: dict[str, np.ndarray],
+    hard: list[ResolvedPin],
+    soft: list[ResolvedPin],
+) -> tuple[list[VertexSpec], float]:
+    """Split a neural sheaf into the vertex specs of training.
+
+    The labels ``y`` are boundary data on the output edge, as in
+    :class:`sheafsim.training.TrainingStep`: for a sigmoid or softmax output,
+    ``y_out`` is static with value ``y`` and the output edge drops the output
+    Jacobian; for an identity output, ``z{k+1}`` gets a soft pin of strength 1
+    to ``y``, whose force is ``-(z - y)``. The upstream end of every affine edge
+    learns its map, so ``x``, which owns ``W_1`` and ``b_1``, takes steps too,
+    with a hard pin on its whole stalk.
+
+    Returns
+    -------
+    specs : list of VertexSpec
+        In vertex order, ``x`` first.
+    static_energy : float
+        Discord of edges whose two ends never move.
+    """
+    free = dict(values)
+    hard = list(hard)
+    soft = list(soft)
+    top = f"z{net.depth + 1}"
+    everything = np.arange(net.widths[-1])
+    if net.has_output_vertex:
+        free["y_out"] = y
+        hard.append(ResolvedPin("y_out", everything, y, full=True))
+    else:
+        # First, because the in-process step adds the label force before pins.
+        soft.insert(0, ResolvedPin(top, everything, y, gamma=1.0))
+    specs, _, static_energy = neural_vertex_specs(
+        net, x, free, hard, soft, "identity", True
+    )
+    first = specs[0]
+    first.static_from, first.static_value = None, None
+    inputs = np.arange(net.widths[0])
+    first.hard_pins = [ResolvedPin("x", inputs, x, full=True)]
+    for spec in specs:
+        for end in spec.edges:
+            if end.neighbour == "x":
+                end.neighbour_static = False
+            if isinstance(end.map, AffineMap):
+                end.trains = True
+    return specs, static_energy
 
 
 def static_edge_discord(specs: list[VertexSpec]) -> dict[str, float]:

@@ -37,6 +37,7 @@ from sheafsim.runtime.local import (
     make_local,
     make_schedule,
 )
+from sheafsim.runtime.maps import AffineMap
 from sheafsim.runtime.spec import RunSettings, VertexSpec
 
 __all__ = ["VertexActor", "VertexCounters"]
@@ -152,6 +153,13 @@ class VertexActor:
         if settings.delays is not None and spec.delay_seed is not None:
             self.delays = DelaySampler(settings.delays, spec.name, spec.delay_seed)
 
+        self._learners = [
+            (end.edge, end.map)
+            for end in spec.edges
+            if end.trains and isinstance(end.map, AffineMap)
+        ]
+        self._learn_rate = settings.weight_rate
+        self._residuals: dict[str, np.ndarray] = {}
         self._unreported: list[float] = []
         self._energy: dict[str, float] = {}
         self._recent: deque[float] = deque(maxlen=settings.convergence_window)
@@ -170,6 +178,13 @@ class VertexActor:
     async def ready(self) -> str:
         """Return the vertex name once the actor is constructed."""
         return self.spec.name
+
+    async def learned_maps(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Return ``(W, b)`` of every affine map this vertex learns, by edge name."""
+        return self._learned()
+
+    def _learned(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {edge: (m.weight, m.bias) for edge, m in self._learners}
 
     async def stats(self) -> dict[str, int]:
         """Return the vertex's counters (see :class:`VertexCounters`)."""
@@ -264,7 +279,7 @@ class VertexActor:
         spec = self.spec
         assert spec.static_from is not None and spec.static_value is not None
         if spec.static_from > 0:
-            self._send(spec.static_from - 1, spec.value)
+            self._send(spec.static_from - 1, self._restrict(spec.value))
         for end in spec.edges:
             if end.neighbour_static:
                 continue
@@ -289,14 +304,17 @@ class VertexActor:
         history: deque[tuple[int, np.ndarray]] = deque(maxlen=settings.window + 1)
         history.append((0, value))
         point = integrator.evaluation_point(value)
-        self._send(0, point)
+        restricted = self._restrict(point)
+        self._send(0, restricted)
         while True:
             while not self.stopped and (
                 self.paused_round is not None or not self._can_step()
             ):
                 if self.reply_round is not None:
                     await self._send_quiescence_reply(
-                        functools.partial(self._next_change, integrator, value, point)
+                        functools.partial(
+                            self._next_change, integrator, value, point, restricted
+                        )
                     )
                     continue
                 if not self._idle_reported and self._idle():
@@ -310,7 +328,12 @@ class VertexActor:
             selection = self.schedule.select(self.inbox, self.edges, self.step)
             report_due = self._report_due(self.step + 1)
             with_energy = report_due or self.asynchronous
-            force, energy = self._force(point, selection.values, with_energy)
+            force, energy = self._force(
+                point, restricted, selection.values, with_energy
+            )
+            for edge, learner in self._learners:
+                # The weight step uses the same old state as the stalk step.
+                learner.learn(point, self._residuals[edge], self._learn_rate)
             value, change = integrator.advance(value, point, force)
             self.step += 1
             self.counters.steps = self.step
@@ -324,10 +347,11 @@ class VertexActor:
                 history.append((self.step, value))
             self._raise_injected_fault()
             point = integrator.evaluation_point(value)
+            restricted = self._restrict(point)
             compute_s = self.delays.compute_delay() if self.delays else 0.0
             if compute_s > 0.0:
                 await asyncio.sleep(compute_s)
-            self._send(self.step, point)
+            self._send(self.step, restricted)
             self._unreported.append(change)
             self._energy = energy
             self._recent.append(change)
@@ -350,6 +374,10 @@ class VertexActor:
         ``idle`` marks the report of a vertex that now waits for a new message.
         """
         changes = self._unreported
+        epoch_steps = self.settings.epoch_steps
+        params = None
+        if self._learners and epoch_steps and self.step % epoch_steps == 0:
+            params = self._learned()
         self.coordinator.report.remote(
             self.spec.name,
             self.step - len(changes) + 1,
@@ -358,6 +386,7 @@ class VertexActor:
             self._energy,
             self.counters.as_dict(),
             idle,
+            params,
         )
         self._unreported = []
 
@@ -395,13 +424,21 @@ class VertexActor:
         every = self.settings.report_every
         return step % every == 0 or step == self.settings.max_steps
 
-    def _send(self, step: int, point: np.ndarray) -> None:
-        for end in self.spec.edges:
+    def _restrict(self, point: np.ndarray) -> list[np.ndarray]:
+        """Return ``apply_e(point)`` of every incident edge, in edge order.
+
+        A step sends these values and the next step's force uses them again, so
+        each map is applied once per point.
+        """
+        return [end.map.apply(point) for end in self.spec.edges]
+
+    def _send(self, step: int, restricted: list[np.ndarray]) -> None:
+        """Send ``restricted[i]`` across edge ``i`` to every stepping neighbour."""
+        for end, value in zip(self.spec.edges, restricted, strict=True):
             if end.neighbour_static:
                 continue
-            restricted = end.map.apply(point)
             handle = self.neighbours[end.neighbour]
-            args = (end.edge, step, restricted)
+            args = (end.edge, step, value)
             channel = self._channels.get(end.edge)
             if channel is None:
                 self._deliver(handle.receive, args)
@@ -454,6 +491,7 @@ class VertexActor:
         integrator: LocalEuler | LocalNesterov,
         value: np.ndarray,
         point: np.ndarray,
+        restricted: list[np.ndarray],
     ) -> float:
         """Return the one-step change on the latest messages, or inf if one is missing.
 
@@ -466,25 +504,32 @@ class VertexActor:
             if latest is None:
                 return math.inf
             messages.append(latest[1])
-        force, _ = self._force(point, messages, False)
+        force, _ = self._force(point, restricted, messages, False)
         return integrator.next_change(value, point, force)
 
     def _force(
-        self, point: np.ndarray, messages: list[np.ndarray], with_energy: bool
+        self,
+        point: np.ndarray,
+        restricted: list[np.ndarray],
+        messages: list[np.ndarray],
+        with_energy: bool,
     ) -> tuple[np.ndarray, dict[str, float]]:
         """Return the heat force at ``point`` and, if asked, the energy terms.
 
-        The force is accumulated edge by edge in the same order and with the
-        same operations as :func:`sheafsim._kernels.neural_forces`, so both
-        agree to the last bit.
+        ``restricted`` is :meth:`_restrict` of ``point``. The force is
+        accumulated edge by edge in the same order and with the same operations
+        as :func:`sheafsim._kernels.neural_forces`, so both agree to the last
+        bit.
         """
         spec = self.spec
         batch = point.shape[1]
         energy: dict[str, float] = {}
         force: np.ndarray | None = None
-        for end, message in zip(spec.edges, messages, strict=True):
-            residual = end.map.apply(point) - message
-            pulled = end.map.pullback(point, residual)
+        for end, applied, message in zip(spec.edges, restricted, messages, strict=True):
+            residual = applied - message
+            if end.trains:
+                self._residuals[end.edge] = residual
+            pulled = end.map.pullback_applied(point, applied, residual)
             force = -pulled if force is None else force - pulled
             if with_energy and end.reports_energy:
                 energy[end.edge] = float(np.sum(residual**2)) / batch
