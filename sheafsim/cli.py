@@ -1,7 +1,7 @@
 """Command line: ``sheafsim run CONFIG.toml`` and ``sheafsim bench``.
 
-``sheafsim run`` exits with 0 when the run converged, 3 when it ended with
-``max_steps``, ``diverged`` or ``non_finite``, 4 when a vertex actor failed
+``sheafsim run`` exits with 0 when the run converged (or a training run
+completed), 3 when it ended with ``max_steps``, ``diverged`` or ``non_finite``, 4 when a vertex actor failed
 (``summary.json`` then has status ``failed``), and 2 on a bad configuration or
 an unreachable cluster.
 """
@@ -110,17 +110,21 @@ def _run(args: argparse.Namespace) -> int:
         "max_abs_error_vs_forward",
         "max_abs_error_vs_predict_proba",
         "test_accuracy",
+        "train_loss",
+        "test_loss",
+        "train_accuracy",
+        "baseline",
         "n_actors",
     ]
     print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=2))
-    if summary["status"] != "converged":
+    if summary["status"] not in ("converged", "completed"):
         print(f"{summary['status']}: {summary.get('message', '')}", file=sys.stderr)
     log(f"run directory: {directory}")
     return _EXIT_STATUS.get(summary["status"], 3)
 
 
 # Exit status of ``sheafsim run`` by run status; 2 is a bad input or set-up.
-_EXIT_STATUS = {"converged": 0, "failed": 4}
+_EXIT_STATUS = {"converged": 0, "completed": 0, "failed": 4}
 
 
 def _bench(args: argparse.Namespace) -> int:

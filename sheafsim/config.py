@@ -1,6 +1,6 @@
 """TOML experiment configurations for ``sheafsim run``.
 
-A configuration has six tables; every key is optional::
+A configuration has up to seven tables; every key is optional::
 
     [network]                # where the network comes from
     source = "sklearn"       # "sklearn" (fit on a data set), "random" or "npz"
@@ -43,9 +43,25 @@ A configuration has six tables; every key is optional::
     slowdown = { a1 = 5.0 }  # factor on compute_s per vertex
     seed = 0
 
+    [training]               # present: train the network instead of diffusing
+    dataset = "paraboloid"   # paraboloid, saddle, circular, blobs or digits
+    seed = 42                # data set seed
+    epochs = 100
+    steps_per_epoch = 1000
+    alpha = 1.0
+    beta = "auto"            # a number, or "auto" for 1 / n_train
+    dt = "auto"              # a number, or "auto": 0.005 (one hidden layer), 0.01
+    reset_each_epoch = "auto"  # true, false, or "auto": true for classification
+    log_every = 0            # also evaluate every log_every steps (in process)
+    baseline_lr = 0.0        # > 0 also trains by gradient descent, one step per epoch
+
     [output]
     directory = "runs/digits"
     overwrite = false        # replace a run already in the directory
+
+A training run uses ``[network]`` with ``source = "random"`` (He initialisation
+from ``widths`` and ``seed``) or ``"npz"``, ``[runtime]`` for the backend and
+schedule, and ignores ``[data]`` and ``[diffusion]``.
 
 Unknown tables or keys and values of the wrong type raise
 :class:`~sheafsim.errors.ConfigError` naming the key and the file.
@@ -141,6 +157,22 @@ class DelaysConfig:
 
 
 @dataclass(frozen=True)
+class TrainingConfig:
+    """Training by sheaf dynamics; see :func:`sheafsim.train`."""
+
+    dataset: str = "paraboloid"
+    seed: int = 42
+    epochs: int = 100
+    steps_per_epoch: int = 1000
+    alpha: float = 1.0
+    beta: float | str = "auto"
+    dt: float | str = "auto"
+    reset_each_epoch: bool | str = "auto"
+    log_every: int = 0
+    baseline_lr: float = 0.0
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """Location of the run directory."""
 
@@ -157,6 +189,7 @@ class ExperimentConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     delays: DelaysConfig = field(default_factory=DelaysConfig)
+    training: TrainingConfig | None = None
     output: OutputConfig = field(default_factory=OutputConfig)
     source_path: str = ""
 
@@ -171,6 +204,7 @@ _TABLES = {
     "diffusion": DiffusionConfig,
     "runtime": RuntimeConfig,
     "delays": DelaysConfig,
+    "training": TrainingConfig,
     "output": OutputConfig,
 }
 
@@ -184,6 +218,7 @@ _CHOICES = {
     ("diffusion", "output_mode"): ("jacobian", "identity"),
     ("runtime", "backend"): ("actors", "inprocess"),
     ("runtime", "schedule"): ("sync", "async"),
+    ("training", "dataset"): ("paraboloid", "saddle", "circular", "blobs", "digits"),
 }
 
 
@@ -197,6 +232,7 @@ _TYPE_WORDS = {
     "int | None": "an integer",
     "bool": "true or false",
     "dict[str, float]": "a table of vertex names to numbers",
+    "bool | str": 'true, false or "auto"',
 }
 
 
@@ -212,7 +248,12 @@ def _check_type(value: Any, annotation: str, where: str) -> Any:
         "int | None": (int,),
         "bool": (bool,),
         "dict[str, float]": (dict,),
+        "bool | str": (bool, str),
     }[annotation]
+    if annotation == "bool | str":
+        if value not in (True, False, "auto"):
+            raise ConfigError(f'{where} must be true, false or "auto", got {value!r}')
+        return value
     if annotation == "bool":
         if not isinstance(value, bool):
             raise ConfigError(
@@ -306,6 +347,26 @@ def _check_combination(tables: dict[str, Any], path: str) -> None:
             f"[delays] in {path} injects delays into vertex actors; set "
             "runtime.backend = 'actors' or remove the table"
         )
+    training = tables["training"]
+    if training is not None:
+        network = tables["network"]
+        if network.source == "sklearn":
+            raise ConfigError(
+                f"[training] in {path} trains a network from scratch; set "
+                "network.source = 'random' (with widths) or 'npz'"
+            )
+        if runtime.backend == "actors" and training.reset_each_epoch is True:
+            raise ConfigError(
+                f"training.reset_each_epoch = true in {path} is not supported on "
+                "vertex actors, which train with a warm start; set it to false or "
+                "runtime.backend = 'inprocess'"
+            )
+        if runtime.backend == "actors" and training.log_every:
+            raise ConfigError(
+                f"training.log_every in {path} applies in process only; on actors "
+                "the losses are recorded once per epoch. Remove it or set "
+                "runtime.backend = 'inprocess'"
+            )
     size = _DATASET_SIZES.get(data.dataset)
     if size is not None and isinstance(data.samples, int) and data.samples > size:
         raise ConfigError(
@@ -351,6 +412,22 @@ def _check_values(
     if name == "runtime" and table.convergence_window is not None:
         if table.convergence_window < 1:
             fail("convergence_window", ">= 1")
+    if name == "training":
+        for key in ("beta", "dt"):
+            value = getattr(table, key)
+            if (isinstance(value, str) and value != "auto") or (
+                not isinstance(value, str) and not value > 0
+            ):
+                fail(key, 'a positive number or "auto"')
+        for key in ("epochs", "steps_per_epoch"):
+            if getattr(table, key) < 1:
+                fail(key, ">= 1")
+        if not table.alpha > 0:
+            fail("alpha", "positive")
+        if table.log_every < 0:
+            fail("log_every", ">= 0")
+        if table.baseline_lr < 0:
+            fail("baseline_lr", ">= 0 (0 skips the baseline)")
     if name == "delays":
         for key in ("compute_s", "message_s"):
             value = getattr(table, key)
@@ -415,5 +492,7 @@ def load_config(
         name: _build_table(name, raw.get(name, {}), str(path), overridden)
         for name in _TABLES
     }
+    if "training" not in raw:
+        tables["training"] = None
     _check_combination(tables, str(path))
     return ExperimentConfig(**tables, source_path=str(path))

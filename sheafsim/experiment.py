@@ -231,10 +231,10 @@ def _start_ray(config: ExperimentConfig) -> str:
     return str(ray.get_runtime_context().gcs_address)
 
 
-RUN_FILES = ("config.json", "summary.json", "outputs.npy")
+RUN_FILES = ("config.json", "summary.json", "outputs.npy", "weights.npz")
 """Files of a run directory besides the Parquet tables."""
 
-RUN_TABLES = ("convergence", "edges", "vertices")
+RUN_TABLES = ("convergence", "edges", "vertices", "training")
 """Parquet tables of a run directory, as ``<name>.parquet``."""
 
 
@@ -250,7 +250,7 @@ def _prepare_directory(directory: Path, overwrite: bool) -> None:
             "another --output"
         )
     # A config.json alone is what a run that failed before it started leaves.
-    existing = [n for n in ("summary.json", "outputs.npy") if (directory / n).exists()]
+    existing = [n for n in RUN_FILES[1:] if (directory / n).exists()]
     existing += [f"{name}.parquet" for name in existing_tables(directory, RUN_TABLES)]
     if existing and not overwrite:
         raise ConfigError(
@@ -326,6 +326,8 @@ def run_experiment(
     address = config.runtime.address
     if config.runtime.backend == "actors" and address not in ("", "auto"):
         _check_reachable(address)
+    if config.training is not None:
+        return _run_training(config, directory, run_id, started, say)
     experiment = prepare(config)
     if "test_accuracy" in experiment.info:
         say(
@@ -434,6 +436,165 @@ def run_experiment(
             np.max(np.abs(output - experiment.reference))
         )
     np.save(directory / "outputs.npy", output)
+    _write_json(directory / "summary.json", summary)
+    return summary
+
+
+def _training_network(config: ExperimentConfig, n_in: int, n_out: int) -> NeuralSheaf:
+    """Build the initial network of a training run and check it fits the data."""
+    network, training = config.network, config.training
+    assert training is not None
+    if network.source == "npz":
+        net = _load_npz(network.path, config.source_path)
+    else:
+        net = NeuralSheaf.random(
+            network.widths,
+            seed=network.seed,
+            output=network.output,  # type: ignore[arg-type]
+        )
+    widths = net.widths
+    if widths[0] != n_in or widths[-1] != n_out:
+        raise ConfigError(
+            f"training.dataset {training.dataset!r} has {n_in} inputs and {n_out} "
+            f"outputs, but the network widths are {widths}; use widths = "
+            f"[{n_in}, ..., {n_out}] in [network] of {config.source_path}"
+        )
+    return net
+
+
+def _run_training(
+    config: ExperimentConfig,
+    directory: Path,
+    run_id: str,
+    started: float,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Train the configured network on its data set and write the run directory."""
+    from sheafsim.baseline import train_gradient_descent
+    from sheafsim.datasets import load_dataset
+    from sheafsim.training import train
+
+    training = config.training
+    assert training is not None
+    data = load_dataset(training.dataset, seed=training.seed)
+    net = _training_network(config, data.x_train.shape[0], data.y_train.shape[0])
+    expected = data.output
+    if net.output != expected:
+        raise ConfigError(
+            f"training.dataset {training.dataset!r} needs network.output = "
+            f"{expected!r}, not {net.output!r}"
+        )
+    common: dict[str, Any] = {
+        "alpha": training.alpha,
+        "beta": None if training.beta == "auto" else training.beta,
+        "dt": None if training.dt == "auto" else training.dt,
+        "epochs": training.epochs,
+        "steps_per_epoch": training.steps_per_epoch,
+        "x_test": data.x_test,
+        "y_test": data.y_test,
+    }
+    _write_json(directory / "config.json", {"run_id": run_id, **config.to_dict()})
+    say(
+        f"training {net.widths} on {training.dataset} ({data.x_train.shape[1]} "
+        f"samples) for {training.epochs} x {training.steps_per_epoch} steps"
+    )
+
+    def report(epoch: int, step: int, loss: float | None) -> None:
+        say(f"epoch {epoch:>5d}  step {step:>9d}  train loss {loss:.5g}")
+
+    summary: dict[str, Any] = {
+        "run_id": run_id,
+        "task": "training",
+        "backend": config.runtime.backend,
+        "dataset": training.dataset,
+        "widths": net.widths,
+    }
+    if config.runtime.backend == "inprocess":
+        reset = training.reset_each_epoch
+        with RunRecorder(
+            directory, run_id, tables=("training",), overwrite=True
+        ) as recorder:
+            result = train(
+                net,
+                data.x_train,
+                data.y_train,
+                reset_each_epoch=None if reset == "auto" else bool(reset),
+                log_every=training.log_every,
+                progress=report,
+                on_record=lambda row: recorder.training(**row),
+                **common,
+            )
+        summary.update(n_actors=0, schedule="inprocess", ray_address=None)
+    else:
+        import ray
+
+        from sheafsim.runtime import train_on_actors
+
+        owns_ray = not ray.is_initialized()
+        address = _start_ray(config)
+        summary.update(
+            n_actors=len(net.vertices) + 1,
+            schedule=config.runtime.schedule,
+            ray_address=address,
+        )
+        say(f"Ray at {address}; starting {len(net.vertices) + 1} actors")
+        try:
+            result = train_on_actors(
+                net,
+                data.x_train,
+                data.y_train,
+                schedule=config.runtime.schedule,
+                staleness_bound=config.runtime.staleness_bound,
+                record_dir=directory,
+                run_id=run_id,
+                overwrite=True,
+                **common,
+            )
+        except RuntimeFailure as failure:
+            return _failed(directory, summary, failure, started, {})
+        finally:
+            if owns_ray:
+                ray.shutdown()
+    history = result.history
+    summary.update(
+        status=result.status,
+        message=result.message,
+        steps=result.steps,
+        wall_time_s=result.wall_time_s,
+        total_time_s=time.perf_counter() - started,
+        final_energy=result.energy[-1] if result.energy else None,
+        train_loss=history["train_loss"][-1],
+        test_loss=history["test_loss"][-1],
+        train_accuracy=history["train_accuracy"][-1],
+        test_accuracy=history["test_accuracy"][-1],
+    )
+    if training.baseline_lr > 0:
+        baseline = train_gradient_descent(
+            net,
+            data.x_train,
+            data.y_train,
+            lr=training.baseline_lr,
+            epochs=training.epochs * training.steps_per_epoch,
+            x_test=data.x_test,
+            y_test=data.y_test,
+        )
+        summary["baseline"] = {
+            "lr": training.baseline_lr,
+            "epochs": training.epochs * training.steps_per_epoch,
+            "status": baseline.status,
+            "train_loss": baseline.history["train_loss"][-1],
+            "test_loss": baseline.history["test_loss"][-1],
+            "train_accuracy": baseline.history["train_accuracy"][-1],
+            "test_accuracy": baseline.history["test_accuracy"][-1],
+            "wall_time_s": baseline.wall_time_s,
+        }
+    arrays: dict[str, Any] = {"output": np.array(result.net.output)}
+    for i, (w, b) in enumerate(
+        zip(result.net.weights, result.net.biases, strict=True), start=1
+    ):
+        arrays[f"W{i}"] = np.asarray(w)
+        arrays[f"b{i}"] = np.asarray(b).reshape(-1)
+    np.savez(directory / "weights.npz", **arrays)
     _write_json(directory / "summary.json", summary)
     return summary
 
