@@ -31,13 +31,18 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class BenchResult:
-    """One benchmark: a Markdown table with a title and notes."""
+    """One benchmark: a Markdown table with a title and notes.
+
+    ``load_average`` is the 1-minute load average of the machine before and
+    after the benchmark ran, where the platform reports one.
+    """
 
     name: str
     title: str
     columns: list[str]
     rows: list[list[Any]]
     notes: list[str] = field(default_factory=list)
+    load_average: tuple[float, float] | None = None
 
 
 def _median_time(function: Callable[[], Any], repeats: int, number: int) -> float:
@@ -196,9 +201,59 @@ def bench_steps_to_tol(quick: bool = False) -> BenchResult:
     )
 
 
+def bench_actor_round(quick: bool = False) -> BenchResult:
+    """Synchronous Ray round against the in-process step on the digits network."""
+    from sheafsim import bench_actors
+
+    return bench_actors.bench_actor_round(quick)
+
+
+def bench_actor_messages(quick: bool = False) -> BenchResult:
+    """Messages per second per actor of an actor run against a bare actor loop."""
+    from sheafsim import bench_actors
+
+    return bench_actors.bench_actor_messages(quick)
+
+
+def bench_async_slow_vertex(quick: bool = False) -> BenchResult:
+    """Time to tol of the asynchronous schedule against the synchronous one."""
+    from sheafsim import bench_actors
+
+    return bench_actors.bench_async_slow_vertex(quick)
+
+
+def bench_train_step(quick: bool = False) -> BenchResult:
+    """Time per joint training step against the forward pass."""
+    from sheafsim import bench_training
+
+    return bench_training.bench_train_step(quick)
+
+
+def bench_train_recipe(quick: bool = False) -> BenchResult:
+    """Wall time of the paraboloid training recipe and its baseline."""
+    from sheafsim import bench_training
+
+    return bench_training.bench_train_recipe(quick)
+
+
+def bench_actor_train_round(quick: bool = False) -> BenchResult:
+    """Actor training round against the in-process training step."""
+    from sheafsim import bench_training
+
+    return bench_training.bench_actor_train_round(quick)
+
+
+# The actor and training benchmarks import Ray and scikit-learn only when they
+# run.
 BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     "heat_step": bench_heat_step,
     "steps_to_tol": bench_steps_to_tol,
+    "actor_round": bench_actor_round,
+    "actor_messages": bench_actor_messages,
+    "async_slow_vertex": bench_async_slow_vertex,
+    "train_step": bench_train_step,
+    "train_recipe": bench_train_recipe,
+    "actor_train_round": bench_actor_train_round,
 }
 
 
@@ -236,8 +291,21 @@ def run_benchmarks(
     for name in selected:
         if progress:
             progress(f"running benchmark {name}")
-        results.append(BENCHMARKS[name](quick))
+        before = _load_average()
+        result = BENCHMARKS[name](quick)
+        after = _load_average()
+        if before is not None and after is not None:
+            result.load_average = (before, after)
+        results.append(result)
     return results
+
+
+def _load_average() -> float | None:
+    """Return the 1-minute load average, or None where the platform has none."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def _table(result: BenchResult) -> str:
@@ -268,7 +336,13 @@ def write_report(results: list[BenchResult], path: Path, command: str) -> None:
     stamp = time.strftime("%Y-%m-%d")
     for result in results:
         body = [f"## {result.title}", ""]
-        body.append(f"Measured {stamp} with `{command}` on {machine_description()}.")
+        measured = f"Measured {stamp} with `{command}` on {machine_description()}"
+        if result.load_average is not None:
+            before, after = result.load_average
+            measured += (
+                f", 1-minute load average {before:.1f} before and {after:.1f} after"
+            )
+        body.append(measured + ".")
         body += ["", _table(result), ""]
         body += [note + "\n" for note in result.notes]
         sections[result.name] = "\n".join(body) + "\n"
@@ -289,6 +363,10 @@ process. Absolute times depend on the machine named in each section.
 
 Every number below was measured on CPUs with numpy. The CUDA path is untested on
 GPU hardware.
+
+The actor benchmarks (`actor_round`, `actor_messages`, `async_slow_vertex`)
+start a local single-node Ray instance. Other processes on the machine slow
+them down, so each section gives the 1-minute load average before and after.
 
 """
 

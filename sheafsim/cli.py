@@ -1,9 +1,9 @@
 """Command line: ``sheafsim run CONFIG.toml`` and ``sheafsim bench``.
 
 ``sheafsim run`` exits with 0 when the run converged (or a training run
-completed), 3 when it ended with ``max_steps``, ``diverged`` or ``non_finite``, 4 when a vertex actor failed
-(``summary.json`` then has status ``failed``), and 2 on a bad configuration or
-an unreachable cluster.
+completed), 3 when it ended with ``max_steps``, ``diverged`` or
+``non_finite``, 4 when a vertex actor failed (``summary.json`` then has status
+``failed``), and 2 on a bad configuration or an unreachable cluster.
 """
 
 from __future__ import annotations
