@@ -3,7 +3,8 @@
 ``sheafsim run`` exits with 0 when the run converged (or a training run
 completed), 3 when it ended with ``max_steps``, ``diverged`` or
 ``non_finite``, 4 when a vertex actor failed (``summary.json`` then has status
-``failed``), and 2 on a bad configuration or an unreachable cluster.
+``failed``), 130 when it was stopped with Ctrl-C (status ``interrupted``), and 2
+on a bad configuration or an unreachable cluster.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 # Exit status of ``sheafsim run`` by run status; 2 is a bad input or set-up.
-_EXIT_STATUS = {"converged": 0, "completed": 0, "failed": 4}
+_EXIT_STATUS = {"converged": 0, "completed": 0, "failed": 4, "interrupted": 130}
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -168,8 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", help="run directory (overrides output.directory)")
     run.add_argument(
         "--address",
-        help="Ray cluster to join: 'auto' or 'ray://host:port' (default: start a "
-        "local Ray on this machine)",
+        help="Ray cluster to join: 'auto', 'host:port' or 'ray://host:port' "
+        "(default: start a local Ray on this machine)",
     )
     run.add_argument(
         "--set",

@@ -53,7 +53,8 @@ A configuration has up to seven tables; every key is optional::
     dt = "auto"              # a number, or "auto": 0.005 (one hidden layer), 0.01
     reset_each_epoch = "auto"  # true, false, or "auto": true for classification
     log_every = 0            # also evaluate every log_every steps (in process)
-    baseline_lr = 0.0        # > 0 also trains by gradient descent, one step per epoch
+    baseline_lr = 0.0        # > 0 also runs epochs * steps_per_epoch steps of
+                             # full-batch gradient descent with this rate
 
     [output]
     directory = "runs/digits"
@@ -392,7 +393,7 @@ def _check_values(
         if isinstance(table.dt, str):
             if table.dt != "auto":
                 fail("dt", 'a positive number or "auto"')
-        elif not table.dt > 0:
+        elif not (math.isfinite(table.dt) and table.dt > 0):
             fail("dt", 'a positive number or "auto"')
         if table.max_steps < 1:
             fail("max_steps", ">= 1")

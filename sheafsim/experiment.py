@@ -34,7 +34,7 @@ from sheafsim.dynamics import diffuse, initial_state
 from sheafsim.errors import ConfigError, RuntimeFailure, SheafsimError
 from sheafsim.integrators import stability_limit
 from sheafsim.neural import NeuralSheaf
-from sheafsim.recording import RunRecorder, existing_tables
+from sheafsim.recording import RunRecorder, existing_tables, remove_table
 from sheafsim.stepsize import estimate_lambda_max
 
 __all__ = ["Experiment", "prepare", "run_experiment"]
@@ -117,6 +117,11 @@ def prepare(config: ExperimentConfig) -> Experiment:
 
 
 def _load_npz(path: str, config_path: str) -> NeuralSheaf:
+    if not path:
+        raise ConfigError(
+            f"network.path is missing in {config_path}; network.source = 'npz' "
+            "needs the path of an .npz archive of W1, b1, W2, b2, ..."
+        )
     resolved = Path(path)
     if not resolved.is_absolute() and config_path:
         resolved = Path(config_path).parent / resolved
@@ -264,6 +269,17 @@ def _prepare_directory(directory: Path, overwrite: bool) -> None:
         raise ConfigError(f"cannot create run directory {directory}: {error}") from None
     for name in RUN_FILES:
         (directory / name).unlink(missing_ok=True)
+    if existing:
+        # overwrite: no table of the earlier run may stay next to the new one.
+        for name in RUN_TABLES:
+            remove_table(directory / f"{name}.parquet")
+
+
+def _resolved(config: ExperimentConfig, run_id: str, directory: Path) -> dict:
+    """Return the configuration as run: the run id and the real run directory."""
+    data = config.to_dict()
+    data["output"]["directory"] = str(directory)
+    return {"run_id": run_id, **data}
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -274,16 +290,32 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _inprocess_tables(
-    directory: Path, run_id: str, net: NeuralSheaf, trace: dict[str, list]
+    directory: Path,
+    run_id: str,
+    experiment: Experiment,
+    state: dict[str, Any],
+    trace: dict[str, list],
 ) -> dict[str, int]:
-    """Write the trace of an in-process run as the convergence and edge tables."""
+    """Write the trace of an in-process run as the convergence and edge tables.
+
+    The last row gets ``error_vs_exact``, the largest difference between the
+    final stalks and the forward pass, as in an actor run.
+    """
+    net = experiment.net
+    forward = net.forward(experiment.x).state
+    error = max(float(np.max(np.abs(state[v] - forward[v]))) for v in net.free_vertices)
+    last = len(trace["step"]) - 1
     kinds = {info.name: (info.kind, info.layer) for info in net.edges}
     with RunRecorder(
         directory, run_id, tables=("convergence", "edges"), overwrite=True
     ) as recorder:
         for i, step in enumerate(trace["step"]):
             recorder.convergence(
-                step, trace["energy"][i], trace["max_update"][i], time_s=0.0
+                step,
+                trace["energy"][i],
+                trace["max_update"][i],
+                error_vs_exact=error if i == last else None,
+                time_s=0.0,
             )
             recorder.edges(
                 {
@@ -334,6 +366,7 @@ def run_experiment(
             f"fitted MLPClassifier {experiment.net.widths}: test accuracy "
             f"{experiment.info['test_accuracy']:.4f}"
         )
+    _check_slowdown(config, experiment.net)
     dt, lam = resolve_dt(config, experiment)
     settings = config.diffusion
     say(
@@ -351,7 +384,7 @@ def run_experiment(
         "output_mode": settings.output_mode,
         "integrator": settings.integrator,
     }
-    _write_json(directory / "config.json", {"run_id": run_id, **config.to_dict()})
+    _write_json(directory / "config.json", _resolved(config, run_id, directory))
     summary: dict[str, Any] = {"run_id": run_id, "backend": config.runtime.backend}
     if config.runtime.backend == "inprocess":
         result = diffuse(
@@ -364,7 +397,7 @@ def run_experiment(
         )
         summary.update(n_actors=0, schedule="inprocess", ray_address=None)
         summary["table_rows"] = _inprocess_tables(
-            directory, run_id, experiment.net, result.trace
+            directory, run_id, experiment, result.state, result.trace
         )
     else:
         import ray
@@ -407,6 +440,8 @@ def run_experiment(
             )
         except RuntimeFailure as failure:
             return _failed(directory, summary, failure, started, experiment.info)
+        except KeyboardInterrupt:
+            return _interrupted(directory, summary, started, experiment.info)
         finally:
             # A Ray started here is shut down here; a caller's Ray stays up.
             if owns_ray:
@@ -438,6 +473,16 @@ def run_experiment(
     np.save(directory / "outputs.npy", output)
     _write_json(directory / "summary.json", summary)
     return summary
+
+
+def _check_slowdown(config: ExperimentConfig, net: NeuralSheaf) -> None:
+    """Reject slowdown factors for vertices the network does not have."""
+    unknown = [v for v in config.delays.slowdown if v not in net.free_vertices]
+    if unknown:
+        raise ConfigError(
+            f"delays.slowdown in {config.source_path} names unknown vertices "
+            f"{unknown}; use vertices from {net.free_vertices}"
+        )
 
 
 def _training_network(config: ExperimentConfig, n_in: int, n_out: int) -> NeuralSheaf:
@@ -478,6 +523,7 @@ def _run_training(
     assert training is not None
     data = load_dataset(training.dataset, seed=training.seed)
     net = _training_network(config, data.x_train.shape[0], data.y_train.shape[0])
+    _check_slowdown(config, net)
     expected = data.output
     if net.output != expected:
         raise ConfigError(
@@ -493,7 +539,7 @@ def _run_training(
         "x_test": data.x_test,
         "y_test": data.y_test,
     }
-    _write_json(directory / "config.json", {"run_id": run_id, **config.to_dict()})
+    _write_json(directory / "config.json", _resolved(config, run_id, directory))
     say(
         f"training {net.widths} on {training.dataset} ({data.x_train.shape[1]} "
         f"samples) for {training.epochs} x {training.steps_per_epoch} steps"
@@ -525,6 +571,7 @@ def _run_training(
                 **common,
             )
         summary.update(n_actors=0, schedule="inprocess", ray_address=None)
+        summary["table_rows"] = {"training": len(result.history["epoch"])}
     else:
         import ray
 
@@ -552,9 +599,12 @@ def _run_training(
             )
         except RuntimeFailure as failure:
             return _failed(directory, summary, failure, started, {})
+        except KeyboardInterrupt:
+            return _interrupted(directory, summary, started, {})
         finally:
             if owns_ray:
                 ray.shutdown()
+        summary["table_rows"] = result.table_rows
     history = result.history
     summary.update(
         status=result.status,
@@ -595,6 +645,24 @@ def _run_training(
         arrays[f"W{i}"] = np.asarray(w)
         arrays[f"b{i}"] = np.asarray(b).reshape(-1)
     np.savez(directory / "weights.npz", **arrays)
+    _write_json(directory / "summary.json", summary)
+    return summary
+
+
+def _interrupted(
+    directory: Path, summary: dict[str, Any], started: float, info: dict[str, Any]
+) -> dict[str, Any]:
+    """Write the summary of a run stopped with Ctrl-C, and return it."""
+    summary.update(
+        status="interrupted",
+        message="interrupted (Ctrl-C); the tables keep the rows written before",
+        steps=None,
+        wall_time_s=None,
+        total_time_s=time.perf_counter() - started,
+        final_energy=None,
+        max_abs_error_vs_forward=None,
+        **info,
+    )
     _write_json(directory / "summary.json", summary)
     return summary
 

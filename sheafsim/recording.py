@@ -49,6 +49,7 @@ __all__ = [
     "RunRecorder",
     "read_table",
     "existing_tables",
+    "remove_table",
 ]
 
 logger = logging.getLogger(__name__)
@@ -143,6 +144,15 @@ def existing_tables(
     """Return the names among ``tables`` that ``directory`` already holds."""
     directory = Path(directory)
     return [name for name in tables if _table_paths(directory / f"{name}.parquet")]
+
+
+def remove_table(path: str | os.PathLike[str]) -> None:
+    """Delete the table ``path`` with its part directory and leftovers, if any."""
+    for leftover in _table_paths(Path(path)):
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink()
 
 
 def _read_once(path: Path) -> pa.Table:

@@ -1,7 +1,12 @@
 import json
+import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -124,16 +129,25 @@ def test_rerun_into_run_directory_needs_overwrite(tmp_path, capsys):
     assert main(["run", str(config), "--output", str(out), "--quiet"]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert json.loads((out / "summary.json").read_text()) == first
+    # A vertices table of an earlier actor run must not survive --overwrite.
+    from sheafsim.recording import RunRecorder, read_table
+
+    RunRecorder(out, "old", tables=("vertices",)).close()
     command = ["run", str(config), "--output", str(out), "--quiet", "--overwrite"]
     assert main(command) == 0
     second = json.loads((out / "summary.json").read_text())
     assert second["run_id"] != first["run_id"]
+    assert not (out / "vertices.parquet").exists()
     # The in-process run writes its trace as the convergence and edge tables.
-    from sheafsim.recording import read_table
-
-    steps = read_table(out / "convergence.parquet").column("step").to_pylist()
-    assert steps[0] == 0 and steps[-1] == second["steps"]
+    table = read_table(out / "convergence.parquet").to_pydict()
+    steps = table["step"]
+    assert steps[0] == 0
+    assert steps[-1] == second["steps"]
     assert all(step % 7 == 0 for step in steps[:-1])
+    assert table["error_vs_exact"][:-1] == [None] * (len(steps) - 1)
+    assert table["error_vs_exact"][-1] >= 0.0
+    config_json = json.loads((out / "config.json").read_text())
+    assert config_json["output"]["directory"] == str(out)
 
 
 @pytest.mark.usefixtures("local_ray")
@@ -145,7 +159,9 @@ def test_unknown_slowdown_vertex(tmp_path, capsys):
         "[delays]\ncompute_s = 0.001\nslowdown = { a7 = 5.0 }\n"
     )
     assert main(["run", str(config), "--output", str(tmp_path / "r"), "--quiet"]) == 2
-    assert "delays.slowdown names unknown vertices ['a7']" in capsys.readouterr().err
+    message = capsys.readouterr().err
+    assert "delays.slowdown in" in message
+    assert "names unknown vertices ['a7']" in message
 
 
 def test_run_random_network_npz(tmp_path):
@@ -428,3 +444,56 @@ def test_paraboloid_recipe_matches_recorded_losses(tmp_path):
     # Our gradient descent ends at 0.0061 on this draw of the data.
     assert 0.05 <= summary["train_loss"] <= 0.08
     assert 0.002 <= summary["baseline"]["train_loss"] <= 0.008
+
+
+def test_run_without_npz_path(tmp_path, capsys):
+    config = tmp_path / "npz.toml"
+    config.write_text('[network]\nsource = "npz"\n[runtime]\nbackend = "inprocess"\n')
+    assert main(["run", str(config), "--quiet", "--output", str(tmp_path / "r")]) == 2
+    assert "network.path is missing" in capsys.readouterr().err
+
+
+def test_infinite_dt_is_rejected(tmp_path, capsys):
+    command = ["run", "examples/digits.toml", "--quiet", "--output", str(tmp_path)]
+    assert main([*command, "--set", "diffusion.dt=inf"]) == 2
+    assert "diffusion.dt (set on the command line) is inf" in capsys.readouterr().err
+
+
+def test_ctrl_c_ends_with_interrupted_summary(tmp_path):
+    """SIGINT to a running actor run: summary status interrupted, exit 130."""
+    config_path = tmp_path / "long.toml"
+    config_path.write_text(
+        "[network]\nsource = 'random'\nwidths = [3, 8, 1]\n"
+        "[data]\ndataset = 'random'\nsamples = 8\n"
+        "[diffusion]\ndt = 0.01\ntol = 1e-14\nmax_steps = 10000000\n"
+        "[runtime]\nreport_every = 5\nnum_cpus = 2\n"
+    )
+    directory = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    ray_dir = tempfile.mkdtemp(prefix="si")
+    env["RAY_TMPDIR"] = ray_dir
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sheafsim.cli", "run", str(config_path)]
+        + ["--output", str(directory), "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        parts = directory / "convergence.parquet"
+        while time.monotonic() < deadline and process.poll() is None:
+            if parts.is_dir() and len(list(parts.glob("part-*"))) > 2:
+                break
+            time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=90) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    summary = json.loads((directory / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    from sheafsim.recording import read_table
+
+    assert read_table(directory / "convergence.parquet").num_rows >= 1

@@ -105,3 +105,17 @@ def test_labels_out_of_range():
     net = ss.NeuralSheaf.random(widths, seed=1, output="softmax")
     with pytest.raises(InvalidValueError, match="out of range"):
         train_on_actors(net, x, np.full(40, 5), epochs=1, steps_per_epoch=5)
+
+
+def test_diverging_training_ends_diverged():
+    widths, x, y = problem("identity")
+    net = ss.NeuralSheaf.random(widths, seed=1)
+    result = train_on_actors(
+        net, x, y, epochs=3, steps_per_epoch=50, dt=10.0, timeout_s=120
+    )
+    assert result.status == "diverged"
+    assert "lower dt (now 10.0)" in result.message
+    assert "beta*n_train" in result.message
+    # The returned weights are the last finite ones, here the initial ones.
+    assert all(np.all(np.isfinite(w)) for w in result.net.weights)
+    assert result.history["epoch"][0] == 0

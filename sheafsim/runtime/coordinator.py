@@ -372,9 +372,12 @@ class CoordinatorActor:
         if self.end is not None:
             return
         if params and self.training is not None:
-            row = self.training.add(first_step + len(changes) - 1, params)
-            if row is not None and self.sink is not None:
-                self.sink.training(row)
+            try:
+                row = self.training.add(first_step + len(changes) - 1, params)
+                if row is not None and self.sink is not None:
+                    self.sink.training(row)
+            except Exception:  # the stopping rule must still see this report
+                logger.exception("evaluating the weights of %s failed", vertex)
         if "soft_pins" in energy_terms:
             energy_terms = dict(energy_terms)
             energy_terms[pin_edge(vertex)] = energy_terms.pop("soft_pins")
@@ -421,6 +424,10 @@ class CoordinatorActor:
             return self._async_step(), self._async_last_change(), elapsed
         change = self.history[-1] if self.history else math.nan
         return self.checked, change, elapsed
+
+    async def last_finite_net(self) -> Any:
+        """Return the last network with finite weights that training evaluated."""
+        return None if self.training is None else self.training.last_net
 
     async def training_rows(self) -> list[dict[str, Any]]:
         """Return the training rows evaluated so far, epoch 0 first."""

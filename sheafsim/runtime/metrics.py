@@ -28,6 +28,7 @@ import numpy as np
 
 from sheafsim.neural import NeuralSheaf
 from sheafsim.recording import RunRecorder
+from sheafsim.training import HISTORY_KEYS
 
 __all__ = ["RecordSettings", "MetricsSink", "TrainingMonitor", "pin_edge"]
 
@@ -98,7 +99,7 @@ class TrainingMonitor:
         self.rows.append(self._evaluate(0, 0, net))
 
     def _evaluate(self, epoch: int, step: int, net: NeuralSheaf) -> dict[str, Any]:
-        from sheafsim.training import HISTORY_KEYS, _evaluate
+        from sheafsim.training import _evaluate
 
         scores = _evaluate(net, self.data, self.classification)
         return dict(zip(HISTORY_KEYS, [epoch, step, *scores], strict=True))
@@ -116,9 +117,14 @@ class TrainingMonitor:
         del self.pending[epoch]
         weights = [layers[layer][0] for layer in range(1, self.layers + 1)]
         biases = [layers[layer][1].reshape(-1) for layer in range(1, self.layers + 1)]
-        net = NeuralSheaf(weights, biases, output=self.output)  # type: ignore[arg-type]
-        self.last_net = net
-        row = self._evaluate(epoch, step, net)
+        if not all(np.all(np.isfinite(a)) for a in [*weights, *biases]):
+            # A diverged run: NeuralSheaf rejects non-finite weights.
+            scores = [float("nan")] * (len(HISTORY_KEYS) - 2)
+            row = dict(zip(HISTORY_KEYS, [epoch, step, *scores], strict=True))
+        else:
+            net = NeuralSheaf(weights, biases, output=self.output)  # type: ignore[arg-type]
+            self.last_net = net
+            row = self._evaluate(epoch, step, net)
         self.rows.append(row)
         return row
 

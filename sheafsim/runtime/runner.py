@@ -106,6 +106,10 @@ class ActorRun:
             failure.reports = self._fetch_reports()  # type: ignore[attr-defined]
             self.finalize_records(None, None)
             raise
+        except KeyboardInterrupt:
+            # Ctrl-C: keep what the coordinator wrote, compacted if it can be.
+            self.finalize_records(None, None)
+            raise
 
     def finalize_records(
         self,
@@ -205,12 +209,12 @@ class ActorRun:
         refs = {getattr(self.vertices[n], method).remote(): n for n in names}
         return self._get_all(refs, math.inf, f"reply to {method}")
 
-    def training_rows(self) -> list[dict[str, Any]]:
-        """Return the coordinator's training rows (see :class:`TrainingMonitor`)."""
+    def call_coordinator(self, method: str) -> Any:
+        """Call ``method`` on the coordinator and return its reply."""
         reply = self._get_all(
-            {self.coordinator.training_rows.remote(): "coordinator"},
+            {getattr(self.coordinator, method).remote(): "coordinator"},
             math.inf,
-            "return its training rows",
+            f"reply to {method}",
         )
         return reply["coordinator"]
 

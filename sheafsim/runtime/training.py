@@ -269,16 +269,21 @@ y_test
         for pairs in run.call_vertices("learned_maps", learners).values():
             for edge, pair in pairs.items():
                 layers[int(edge.removeprefix("affine"))] = pair
-        trained = NeuralSheaf(
-            [layers[i][0] for i in range(1, start.depth + 2)],
-            [layers[i][1].reshape(-1) for i in range(1, start.depth + 2)],
-            output=start.output,  # type: ignore[arg-type]
-        )
-        rows = run.training_rows()
+        weights = [layers[i][0] for i in range(1, start.depth + 2)]
+        biases = [layers[i][1].reshape(-1) for i in range(1, start.depth + 2)]
+        finite = all(np.all(np.isfinite(a)) for a in [*weights, *biases])
+        if finite:
+            trained = NeuralSheaf(weights, biases, output=start.output)  # type: ignore[arg-type]
+        else:
+            # As in process: the weights at the end of the last finite epoch.
+            trained = run.call_coordinator("last_finite_net")
+        rows = run.call_coordinator("training_rows")
         state = {v: final[v] for v in names}
         energy = TrainingStep(trained, x, y, alpha, beta, dt).energy(
             [state[v] for v in names]
         )
+        if not finite:
+            energy = float("nan")
         table_rows = run.finalize_records(
             {
                 "time_s": end.elapsed_s,
@@ -296,16 +301,13 @@ y_test
     diverged = any(
         value is not None and not np.isfinite(value) for value in history["train_loss"]
     )
-    status = (
-        "diverged"
-        if diverged or end.status in ("diverged", "non_finite")
-        else ("completed")
-    )
+    failed = not finite or end.status in ("diverged", "non_finite")
+    status = "diverged" if diverged or failed else "completed"
     message = (
         f"trained {epochs} epochs of {steps_per_epoch} steps on actors"
         if status == "completed"
-        else f"{end.message}; lower beta*n_train (now {beta * n_train:.4g}) or dt "
-        f"(now {dt:.4g})"
+        else f"{end.message}; a lower beta*n_train (now {beta * n_train:.4g}) "
+        "also helps"
     )
     return ActorTrainingResult(
         status=status,
