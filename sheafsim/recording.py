@@ -110,7 +110,10 @@ SCHEMAS: dict[str, pa.Schema] = {
 
 _PART_PREFIX = "part-"
 _COMPACT_ROW_GROUP_ROWS = 65_536  # rows per row group of a compacted file
-_READ_ATTEMPTS = 3  # a reader may race a compaction that removes the parts
+# A reader may race a compaction that removes the parts. On a loaded machine
+# the renames and the deletion can take tens of milliseconds, so the reader
+# retries with a growing pause, about 0.5 s in all.
+_READ_ATTEMPTS = 10
 _READ_RETRY_SECONDS = 0.01
 
 
@@ -162,6 +165,10 @@ def _read_once(path: Path) -> pa.Table:
     if not directory.is_dir():
         raise FileNotFoundError(path)
     parts = _part_files(directory)
+    if not parts and directory != path:
+        # The hidden parts of a finished compaction, being deleted: the
+        # compacted file is in place by now, so the caller reads again.
+        raise FileNotFoundError(directory)
     if not parts:
         raise InvalidValueError(
             f"table directory {path} contains no part-*.parquet files, so "
@@ -198,7 +205,7 @@ def read_table(path: str | os.PathLike[str]) -> pa.Table:
             # which fails with ENOENT or ENOTDIR, so a failed read is retried.
             if attempt < _READ_ATTEMPTS:
                 attempt += 1
-                time.sleep(_READ_RETRY_SECONDS)
+                time.sleep(_READ_RETRY_SECONDS * attempt)
                 continue
             if isinstance(error, FileNotFoundError):
                 raise InvalidValueError(
