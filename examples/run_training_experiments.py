@@ -4,7 +4,7 @@ The four experiments compare sheaf training (``sheafsim.train``) with
 full-batch gradient descent on the recipes of Bosca and Ghrist
 (arXiv:2603.14831): the eight synthetic configurations, the learning-rate law,
 depth against integration time, and the digits. The full run took 6 minutes
-on an idle 2-core machine and up to 23 minutes when other jobs shared it, and
+on an idle 2-core machine and up to 25 minutes when other jobs shared it, and
 ``--quick`` takes seconds.
 
     python examples/run_training_experiments.py

@@ -96,7 +96,7 @@ class Settings:
 
 # With 2 workers on a 2-core machine, the full run took 6 minutes when the
 # machine was otherwise idle, 11.5 minutes at a load average of 4 to 8 and 23
-# minutes at a load average of about 10. To stay near 25 minutes under such
+# to 25 minutes at a load average of about 10. To stay near 25 minutes under such
 # load, the configurations without recorded numbers use one seed, the rate grid
 # has 9 points, deeper networks stop at T = 500 and the digits runs take 50k
 # steps.
