@@ -259,9 +259,9 @@ def _prepare_directory(directory: Path, overwrite: bool) -> None:
     existing += [f"{name}.parquet" for name in existing_tables(directory, RUN_TABLES)]
     if existing and not overwrite:
         raise ConfigError(
-            f"run directory {directory} already holds a run ({', '.join(existing)}); "
-            "pass --overwrite (or set output.overwrite = true) to replace it, or "
-            "choose another --output"
+            f"run directory {directory} already contains a run "
+            f"({', '.join(existing)}); pass --overwrite (or set "
+            "output.overwrite = true) to replace it, or choose another --output"
         )
     try:
         directory.mkdir(parents=True, exist_ok=True)

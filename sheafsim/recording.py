@@ -144,7 +144,7 @@ def _table_paths(path: Path) -> list[Path]:
 def existing_tables(
     directory: str | os.PathLike[str], tables: Iterable[str] = tuple(SCHEMAS)
 ) -> list[str]:
-    """Return the names among ``tables`` that ``directory`` already holds."""
+    """Return the names among ``tables`` that ``directory`` already contains."""
     directory = Path(directory)
     return [name for name in tables if _table_paths(directory / f"{name}.parquet")]
 

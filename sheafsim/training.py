@@ -24,7 +24,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -258,6 +258,61 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+class TrainingInputs(NamedTuple):
+    """Checked data and rates of a training run."""
+
+    x: np.ndarray
+    y: np.ndarray
+    test: tuple[np.ndarray, np.ndarray] | None
+    alpha: float
+    beta: float
+    dt: float
+    epochs: int
+    steps_per_epoch: int
+
+
+def check_training_inputs(
+    net: NeuralSheaf,
+    x: Any,
+    y: Any,
+    x_test: Any,
+    y_test: Any,
+    alpha: float,
+    beta: float | None,
+    dt: float | None,
+    epochs: Any,
+    steps_per_epoch: Any,
+) -> TrainingInputs:
+    """Check the data, labels, rates and counts of a run; fill in the defaults.
+
+    Shared by :func:`train` and :func:`sheafsim.runtime.train_on_actors`.
+    """
+    x = np.asarray(net.check_input(x), dtype=np.float64)
+    n_train = x.shape[1]
+    y = prepare_labels(y, net.widths[-1], net.output, n_samples=n_train)
+    if (x_test is None) != (y_test is None):
+        raise InvalidValueError(
+            "give both x_test and y_test, or neither; one of them is missing"
+        )
+    test = None
+    if x_test is not None:
+        features = np.asarray(net.check_input(x_test), dtype=np.float64)
+        labels = prepare_labels(
+            y_test, net.widths[-1], net.output, n_samples=features.shape[1]
+        )
+        test = (features, labels)
+    return TrainingInputs(
+        x,
+        y,
+        test,
+        _positive("alpha", alpha),
+        _positive("beta", 1.0 / n_train if beta is None else beta),
+        _positive("dt", default_dt(net) if dt is None else dt),
+        _positive_int("epochs", epochs),
+        _positive_int("steps_per_epoch", steps_per_epoch),
+    )
+
+
 def train(
     net: NeuralSheaf,
     x: Any,
@@ -336,26 +391,18 @@ def train(
         raise InvalidValueError(
             "training needs numpy weights; convert the network with net.to('numpy')"
         )
-    x = np.asarray(net.check_input(x), dtype=np.float64)
+    inputs = check_training_inputs(
+        net, x, y, x_test, y_test, alpha, beta, dt, epochs, steps_per_epoch
+    )
+    x, y, test = inputs.x, inputs.y, inputs.test
+    alpha, beta, dt = inputs.alpha, inputs.beta, inputs.dt
+    epochs, steps_per_epoch = inputs.epochs, inputs.steps_per_epoch
     n_train = x.shape[1]
-    y = prepare_labels(y, net.widths[-1], net.output, n_samples=n_train)
-    test = None
-    if (x_test is None) != (y_test is None):
-        raise InvalidValueError(
-            "give both x_test and y_test, or neither; one of them is missing"
-        )
-    if x_test is not None:
-        features = np.asarray(net.check_input(x_test), dtype=np.float64)
-        labels = prepare_labels(
-            y_test, net.widths[-1], net.output, n_samples=features.shape[1]
-        )
-        test = (features, labels)
-    alpha = _positive("alpha", alpha)
-    beta = _positive("beta", 1.0 / n_train if beta is None else beta)
-    dt = _positive("dt", default_dt(net) if dt is None else dt)
-    epochs = _positive_int("epochs", epochs)
-    steps_per_epoch = _positive_int("steps_per_epoch", steps_per_epoch)
-    if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 0:
+    if (
+        isinstance(log_every, bool)
+        or not isinstance(log_every, int | np.integer)
+        or log_every < 0
+    ):
         raise InvalidValueError(
             f"log_every={log_every!r} is invalid; use an integer >= 0 (0 logs "
             "only at epoch ends)"

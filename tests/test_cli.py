@@ -127,7 +127,7 @@ def test_rerun_into_run_directory_needs_overwrite(tmp_path, capsys):
     assert main(["run", str(config), "--output", str(out), "--quiet"]) == 0
     first = json.loads((out / "summary.json").read_text())
     assert main(["run", str(config), "--output", str(out), "--quiet"]) == 2
-    assert "already holds a run" in capsys.readouterr().err
+    assert "already contains a run" in capsys.readouterr().err
     assert json.loads((out / "summary.json").read_text()) == first
     # A vertices table of an earlier actor run must not survive --overwrite.
     from sheafsim.recording import RunRecorder, read_table

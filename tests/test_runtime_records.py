@@ -166,7 +166,7 @@ def test_killed_vertex_leaves_readable_tables(tmp_path, small):
 def test_existing_tables_refused_before_start(tmp_path, small):
     net, x = small
     diffuse_on_actors(net, x, dt=0.1, tol=1e-2, record_dir=tmp_path)
-    with pytest.raises(InvalidValueError, match="already holds the tables"):
+    with pytest.raises(InvalidValueError, match="already contains the tables"):
         diffuse_on_actors(net, x, dt=0.1, tol=1e-2, record_dir=tmp_path)
     again = diffuse_on_actors(
         net, x, dt=0.1, tol=1e-2, record_dir=tmp_path, overwrite=True
@@ -320,5 +320,6 @@ def test_sigkilled_cli_run_leaves_readable_tables(tmp_path):
     assert rows.schema.equals(SCHEMAS["convergence"])
     # Each step's edge rows are appended and flushed together.
     edge_rows = read_table(directory / "edges.parquet").num_rows
-    assert edge_rows > 0 and edge_rows % 3 == 0
+    assert edge_rows > 0
+    assert edge_rows % 3 == 0
     assert not (directory / "summary.json").exists()

@@ -193,3 +193,11 @@ def test_label_errors():
         train(regression, x, np.zeros((1, 4)), epochs=1, steps_per_epoch=1)
     with pytest.raises(ss.SheafsimError, match="NeuralSheaf"):
         train("net", x, np.zeros((1, 4)))
+
+
+def test_numpy_integer_counts_accepted(regression):
+    net, x, y = regression
+    result = train(
+        net, x, y, epochs=np.int64(1), steps_per_epoch=10, log_every=np.int64(5)
+    )
+    assert result.history["step"] == [0, 5, 10]

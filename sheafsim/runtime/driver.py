@@ -245,7 +245,7 @@ pin_initial_state, output_mode, check_step
     run_id : str, optional
         Value of the tables' ``run_id`` column; default a random hex string.
     overwrite : bool
-        Replace tables that ``record_dir`` already holds; otherwise they raise
+        Replace tables that ``record_dir`` already contains; otherwise they raise
         :class:`~sheafsim.errors.InvalidValueError` before any actor starts.
     flush_seconds : float
         Maximum time a metric row waits in the coordinator's memory.
@@ -435,7 +435,7 @@ def _record_settings(
     existing = existing_tables(directory, ("convergence", "edges", "vertices"))
     if existing and not overwrite:
         raise InvalidValueError(
-            f"record_dir {directory} already holds the tables {existing}; pass "
+            f"record_dir {directory} already contains the tables {existing}; pass "
             "overwrite=True or choose another directory"
         )
     if run_id is not None and (not isinstance(run_id, str) or not run_id):

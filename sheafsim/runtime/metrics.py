@@ -42,7 +42,7 @@ def pin_edge(vertex: str) -> str:
 
 @dataclass(frozen=True)
 class RecordSettings:
-    """Where and what the coordinator records.
+    """Run directory, tables and edge metadata of the coordinator's records.
 
     Attributes
     ----------

@@ -24,9 +24,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from sheafsim.dynamics import _positive
 from sheafsim.errors import InvalidValueError
-from sheafsim.losses import prepare_labels
 from sheafsim.neural import NeuralSheaf
 from sheafsim.pins import resolve_pins
 from sheafsim.recording import existing_tables
@@ -47,7 +45,7 @@ from sheafsim.training import (
     _copy_net,
     _positive_int,
     _start_values,
-    default_dt,
+    check_training_inputs,
     training_vertices,
 )
 
@@ -147,25 +145,13 @@ y_test
             "net must be a NeuralSheaf with numpy weights; convert it with "
             "net.to('numpy')"
         )
-    x = np.asarray(net.check_input(x), dtype=np.float64)
+    inputs = check_training_inputs(
+        net, x, y, x_test, y_test, alpha, beta, dt, epochs, steps_per_epoch
+    )
+    x, y, test = inputs.x, inputs.y, inputs.test
+    alpha, beta, dt = inputs.alpha, inputs.beta, inputs.dt
+    epochs, steps_per_epoch = inputs.epochs, inputs.steps_per_epoch
     n_train = x.shape[1]
-    y = prepare_labels(y, net.widths[-1], net.output, n_samples=n_train)
-    if (x_test is None) != (y_test is None):
-        raise InvalidValueError(
-            "give both x_test and y_test, or neither; one of them is missing"
-        )
-    test = None
-    if x_test is not None:
-        features = np.asarray(net.check_input(x_test), dtype=np.float64)
-        labels = prepare_labels(
-            y_test, net.widths[-1], net.output, n_samples=features.shape[1]
-        )
-        test = (features, labels)
-    alpha = _positive("alpha", alpha)
-    beta = _positive("beta", 1.0 / n_train if beta is None else beta)
-    dt = _positive("dt", default_dt(net) if dt is None else dt)
-    epochs = _positive_int("epochs", epochs)
-    steps_per_epoch = _positive_int("steps_per_epoch", steps_per_epoch)
     if report_every is None:
         report_every = min(steps_per_epoch, 100)
         if steps_per_epoch % report_every:
@@ -216,7 +202,7 @@ y_test
         existing = existing_tables(directory, TRAINING_TABLES)
         if existing and not overwrite:
             raise InvalidValueError(
-                f"record_dir {directory} already holds the tables {existing}; pass "
+                f"record_dir {directory} already contains the tables {existing}; pass "
                 "overwrite=True or choose another directory"
             )
         record = RecordSettings(
