@@ -105,6 +105,56 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("test_accuracy", pa.float64()),
         ]
     ),
+    # The same columns as "training", for the gradient-descent baseline of a
+    # training run: one row per logged gradient step (epoch = step).
+    "baseline": pa.schema(
+        [
+            _required("run_id", pa.string()),
+            _required("epoch", pa.int64()),
+            _required("step", pa.int64()),
+            pa.field("train_loss", pa.float64()),
+            pa.field("test_loss", pa.float64()),
+            pa.field("train_accuracy", pa.float64()),
+            pa.field("test_accuracy", pa.float64()),
+        ]
+    ),
+    # ReLU boundary crossings: how many (neuron, sample) masks of a layer
+    # changed between the mask used at step t and the one used at step t + 1.
+    # Only steps with at least one crossing have a row.
+    "crossings": pa.schema(
+        [
+            _required("run_id", pa.string()),
+            _required("step", pa.int64()),
+            _required("layer", pa.int64()),
+            _required("crossings", pa.int64()),
+        ]
+    ),
+    # Staleness histogram of every stepping vertex actor: how many of its steps
+    # used, at worst over its edges, a message this many steps old.
+    "staleness": pa.schema(
+        [
+            _required("run_id", pa.string()),
+            _required("vertex", pa.string()),
+            _required("staleness", pa.int64()),
+            _required("steps", pa.int64()),
+        ]
+    ),
+    # Extreme eigenvalues of the free Laplacian over a set of inputs, tracked
+    # during training: median and quartiles over the inputs.
+    "spectra": pa.schema(
+        [
+            _required("run_id", pa.string()),
+            _required("epoch", pa.int64()),
+            _required("step", pa.int64()),
+            _required("samples", pa.int64()),
+            _required("lambda_min_median", pa.float64()),
+            _required("lambda_min_q25", pa.float64()),
+            _required("lambda_min_q75", pa.float64()),
+            _required("lambda_max_median", pa.float64()),
+            _required("lambda_max_q25", pa.float64()),
+            _required("lambda_max_q75", pa.float64()),
+        ]
+    ),
 }
 """Arrow schema of each table of a run, keyed by table name (file stem)."""
 
@@ -621,6 +671,10 @@ class RunRecorder:
             "test_accuracy": test_accuracy,
         }
         self._writer("training").append(row)
+
+    def rows(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Record rows of any open table; ``run_id`` is filled in."""
+        self._writer(table).extend({"run_id": self.run_id, **row} for row in rows)
 
     def _each_writer(self, method: str) -> None:
         """Call ``method`` on every writer, then re-raise the first failure."""

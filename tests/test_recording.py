@@ -52,6 +52,39 @@ EXPECTED_COLUMNS = {
         ("train_accuracy", FLOAT, True),
         ("test_accuracy", FLOAT, True),
     ],
+    "baseline": [
+        ("run_id", STRING, False),
+        ("epoch", INT, False),
+        ("step", INT, False),
+        ("train_loss", FLOAT, True),
+        ("test_loss", FLOAT, True),
+        ("train_accuracy", FLOAT, True),
+        ("test_accuracy", FLOAT, True),
+    ],
+    "crossings": [
+        ("run_id", STRING, False),
+        ("step", INT, False),
+        ("layer", INT, False),
+        ("crossings", INT, False),
+    ],
+    "staleness": [
+        ("run_id", STRING, False),
+        ("vertex", STRING, False),
+        ("staleness", INT, False),
+        ("steps", INT, False),
+    ],
+    "spectra": [
+        ("run_id", STRING, False),
+        ("epoch", INT, False),
+        ("step", INT, False),
+        ("samples", INT, False),
+        ("lambda_min_median", FLOAT, False),
+        ("lambda_min_q25", FLOAT, False),
+        ("lambda_min_q75", FLOAT, False),
+        ("lambda_max_median", FLOAT, False),
+        ("lambda_max_q25", FLOAT, False),
+        ("lambda_max_q75", FLOAT, False),
+    ],
 }
 
 
