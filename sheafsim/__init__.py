@@ -4,7 +4,7 @@ Bosca and Ghrist (arXiv:2603.14831) showed that a feedforward ReLU network is a
 cellular sheaf whose forward pass is the unique harmonic extension of the input.
 """
 
-from sheafsim import training
+from sheafsim import diagnostics, training
 from sheafsim.baseline import GradientDescentResult, train_gradient_descent
 from sheafsim.certificates import (
     Certificate,
@@ -15,6 +15,7 @@ from sheafsim.certificates import (
     free_laplacian,
 )
 from sheafsim.datasets import Dataset, load_dataset
+from sheafsim.diagnostics import discord, pinned_discord, spectrum
 from sheafsim.dynamics import DiffusionResult, diffuse, initial_state
 from sheafsim.errors import (
     ConfigError,
@@ -72,4 +73,8 @@ __all__ = [
     "load_dataset",
     "Dataset",
     "training",
+    "diagnostics",
+    "discord",
+    "pinned_discord",
+    "spectrum",
 ]

@@ -55,6 +55,9 @@ A configuration has up to seven tables; every key is optional::
     log_every = 0            # also evaluate every log_every steps (in process)
     baseline_lr = 0.0        # > 0 also runs epochs * steps_per_epoch steps of
                              # full-batch gradient descent with this rate
+    spectral_every = 0       # > 0: lambda_min/max of the free Laplacian every
+                             # this many steps (spectra.parquet)
+    spectral_samples = 32    # training inputs used for the spectra
 
     [output]
     directory = "runs/digits"
@@ -171,6 +174,8 @@ class TrainingConfig:
     reset_each_epoch: bool | str = "auto"
     log_every: int = 0
     baseline_lr: float = 0.0
+    spectral_every: int = 0
+    spectral_samples: int = 32
 
 
 @dataclass(frozen=True)
@@ -362,6 +367,11 @@ def _check_combination(tables: dict[str, Any], path: str) -> None:
                 "vertex actors, which train with a warm start; set it to false or "
                 "runtime.backend = 'inprocess'"
             )
+        if runtime.backend == "actors" and training.spectral_every:
+            raise ConfigError(
+                f"training.spectral_every in {path} applies in process only; "
+                "remove it or set runtime.backend = 'inprocess'"
+            )
         if runtime.backend == "actors" and training.log_every:
             raise ConfigError(
                 f"training.log_every in {path} applies in process only; on actors "
@@ -429,6 +439,10 @@ def _check_values(
             fail("log_every", ">= 0")
         if table.baseline_lr < 0:
             fail("baseline_lr", ">= 0 (0 skips the baseline)")
+        if table.spectral_every < 0:
+            fail("spectral_every", ">= 0 (0 turns the spectra off)")
+        if table.spectral_samples < 1:
+            fail("spectral_samples", ">= 1")
     if name == "delays":
         for key in ("compute_s", "message_s"):
             value = getattr(table, key)

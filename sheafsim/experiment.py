@@ -34,7 +34,7 @@ from sheafsim.dynamics import diffuse, initial_state
 from sheafsim.errors import ConfigError, RuntimeFailure, SheafsimError
 from sheafsim.integrators import stability_limit
 from sheafsim.neural import NeuralSheaf
-from sheafsim.recording import RunRecorder, existing_tables, remove_table
+from sheafsim.recording import SCHEMAS, RunRecorder, existing_tables, remove_table
 from sheafsim.stepsize import estimate_lambda_max
 
 __all__ = ["Experiment", "prepare", "run_experiment"]
@@ -239,7 +239,7 @@ def _start_ray(config: ExperimentConfig) -> str:
 RUN_FILES = ("config.json", "summary.json", "outputs.npy", "weights.npz")
 """Files of a run directory besides the Parquet tables."""
 
-RUN_TABLES = ("convergence", "edges", "vertices", "training")
+RUN_TABLES = tuple(SCHEMAS)
 """Parquet tables of a run directory, as ``<name>.parquet``."""
 
 
@@ -295,11 +295,14 @@ def _inprocess_tables(
     experiment: Experiment,
     state: dict[str, Any],
     trace: dict[str, list],
+    crossings: np.ndarray,
 ) -> dict[str, int]:
-    """Write the trace of an in-process run as the convergence and edge tables.
+    """Write the trace of an in-process run as the convergence, edge and
+    crossings tables.
 
     The last row gets ``error_vs_exact``, the largest difference between the
-    final stalks and the forward pass, as in an actor run.
+    final stalks and the forward pass, as in an actor run. The crossings
+    ``(step, layer, neuron, sample)`` are counted per step and layer.
     """
     net = experiment.net
     forward = net.forward(experiment.x).state
@@ -307,8 +310,17 @@ def _inprocess_tables(
     last = len(trace["step"]) - 1
     kinds = {info.name: (info.kind, info.layer) for info in net.edges}
     with RunRecorder(
-        directory, run_id, tables=("convergence", "edges"), overwrite=True
+        directory, run_id, tables=("convergence", "edges", "crossings"), overwrite=True
     ) as recorder:
+        if len(crossings):
+            keys, counts = np.unique(crossings[:, :2], axis=0, return_counts=True)
+            recorder.rows(
+                "crossings",
+                (
+                    {"step": int(step), "layer": int(layer), "crossings": int(count)}
+                    for (step, layer), count in zip(keys, counts, strict=True)
+                ),
+            )
         for i, step in enumerate(trace["step"]):
             recorder.convergence(
                 step,
@@ -390,14 +402,14 @@ def run_experiment(
         result = diffuse(
             experiment.net,
             experiment.x,
-            record_crossings=False,
+            record_crossings=True,
             record_every=config.runtime.report_every,
             progress=progress,
             **common,
         )
         summary.update(n_actors=0, schedule="inprocess", ray_address=None)
         summary["table_rows"] = _inprocess_tables(
-            directory, run_id, experiment, result.state, result.trace
+            directory, run_id, experiment, result.state, result.trace, result.crossings
         )
     else:
         import ray
@@ -557,9 +569,8 @@ def _run_training(
     }
     if config.runtime.backend == "inprocess":
         reset = training.reset_each_epoch
-        with RunRecorder(
-            directory, run_id, tables=("training",), overwrite=True
-        ) as recorder:
+        tables = ("training", "spectra") if training.spectral_every else ("training",)
+        with RunRecorder(directory, run_id, tables=tables, overwrite=True) as recorder:
             result = train(
                 net,
                 data.x_train,
@@ -568,10 +579,15 @@ def _run_training(
                 log_every=training.log_every,
                 progress=report,
                 on_record=lambda row: recorder.training(**row),
+                spectral_every=training.spectral_every,
+                spectral_samples=training.spectral_samples,
+                on_spectrum=lambda row: recorder.rows("spectra", [row]),
                 **common,
             )
         summary.update(n_actors=0, schedule="inprocess", ray_address=None)
-        summary["table_rows"] = {"training": len(result.history["epoch"])}
+        summary["table_rows"] = {
+            name: w.rows_written for name, w in recorder.writers.items()
+        }
     else:
         import ray
 
@@ -628,6 +644,9 @@ def _run_training(
             x_test=data.x_test,
             y_test=data.y_test,
         )
+        summary["table_rows"]["baseline"] = _baseline_table(
+            directory, run_id, baseline.history
+        )
         summary["baseline"] = {
             "lr": training.baseline_lr,
             "epochs": training.epochs * training.steps_per_epoch,
@@ -647,6 +666,32 @@ def _run_training(
     np.savez(directory / "weights.npz", **arrays)
     _write_json(directory / "summary.json", summary)
     return summary
+
+
+# The baseline logs every gradient step; its table keeps about this many rows.
+BASELINE_TABLE_ROWS = 2000
+
+
+def _baseline_table(directory: Path, run_id: str, history: dict[str, list]) -> int:
+    """Write the gradient-descent history, thinned to about 2000 rows, as a table."""
+    count = len(history["epoch"])
+    stride = max(1, count // BASELINE_TABLE_ROWS)
+    keep = [i for i in range(count) if i % stride == 0 or i == count - 1]
+    columns = (
+        "epoch",
+        "step",
+        "train_loss",
+        "test_loss",
+        "train_accuracy",
+        "test_accuracy",
+    )
+    with RunRecorder(
+        directory, run_id, tables=("baseline",), overwrite=True
+    ) as recorder:
+        recorder.rows(
+            "baseline", ({key: history[key][i] for key in columns} for i in keep)
+        )
+    return len(keep)
 
 
 def _interrupted(

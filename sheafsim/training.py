@@ -39,6 +39,19 @@ __all__ = ["TrainingResult", "train", "default_dt", "TrainingStep"]
 
 logger = logging.getLogger(__name__)
 
+SPECTRA_KEYS = (
+    "epoch",
+    "step",
+    "samples",
+    "lambda_min_median",
+    "lambda_min_q25",
+    "lambda_min_q75",
+    "lambda_max_median",
+    "lambda_max_q25",
+    "lambda_max_q75",
+)
+"""Keys of :attr:`TrainingResult.spectra` and columns of ``spectra.parquet``."""
+
 HISTORY_KEYS = (
     "epoch",
     "step",
@@ -81,6 +94,9 @@ class TrainingResult:
         Final free stalks, when ``return_state`` was set.
     energy : list of float
         Sheaf energy (label edge included) at every evaluation.
+    spectra : dict of str to list
+        Keys :data:`SPECTRA_KEYS`, one entry per spectral evaluation (empty
+        unless ``spectral_every`` was set).
     """
 
     status: str
@@ -91,6 +107,7 @@ class TrainingResult:
     message: str = ""
     state: dict[str, np.ndarray] | None = None
     energy: list[float] = field(default_factory=list)
+    spectra: dict[str, list] = field(default_factory=dict)
 
     @property
     def completed(self) -> bool:
@@ -252,6 +269,19 @@ def _evaluate(
     return [*losses, *accuracies]
 
 
+def _count(name: str, value: Any, minimum: int) -> int:
+    """Check an integer option that must be at least ``minimum``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | np.integer)
+        or value < minimum
+    ):
+        raise InvalidValueError(
+            f"{name}={value!r} is invalid; use an integer >= {minimum}"
+        )
+    return int(value)
+
+
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise InvalidValueError(f"{name}={value!r} is invalid; use an integer >= 1")
@@ -334,6 +364,9 @@ def train(
     soft_pins: Sequence[SoftPin] = (),
     progress: Callable[[int, int, float | None], None] | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    spectral_every: int = 0,
+    spectral_samples: int = 32,
+    on_spectrum: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainingResult:
     """Train ``net`` by the joint sheaf dynamics of stalks and weights.
 
@@ -372,6 +405,17 @@ def train(
     on_record : callable, optional
         Receives every history row as a dict, as it is recorded (for example
         :meth:`sheafsim.recording.RunRecorder.training`).
+    spectral_every : int
+        Every this many steps (and before the first), eigendecompose the free
+        Laplacian at the forward-pass pattern of the first ``spectral_samples``
+        training inputs with the current weights, and record the median and
+        quartiles of ``lambda_min`` and ``lambda_max`` in
+        :attr:`TrainingResult.spectra`. 0 (default) turns this off.
+    spectral_samples : int
+        Inputs used for the spectra.
+    on_spectrum : callable, optional
+        Receives every spectra row as a dict, with the keys of
+        :data:`SPECTRA_KEYS`.
 
     Returns
     -------
@@ -407,6 +451,8 @@ def train(
             f"log_every={log_every!r} is invalid; use an integer >= 0 (0 logs "
             "only at epoch ends)"
         )
+    spectral_every = _count("spectral_every", spectral_every, minimum=0)
+    spectral_samples = _count("spectral_samples", spectral_samples, minimum=1)
     classification = net.output != "identity"
     if reset_each_epoch is None:
         reset_each_epoch = classification
@@ -436,7 +482,26 @@ def train(
             progress(epoch, step, row["train_loss"])
         return row["train_loss"]
 
+    spectra: dict[str, list] = (
+        {key: [] for key in SPECTRA_KEYS} if spectral_every else {}
+    )
+    spectral_x = x[:, :spectral_samples]
+
+    def record_spectrum(epoch: int, step: int) -> None:
+        from sheafsim.diagnostics import spectral_summary, spectrum
+
+        report = spectrum(trained, spectral_x)
+        stats = spectral_summary(report.lambda_min, report.lambda_max)
+        row = {"epoch": epoch, "step": step, "samples": spectral_x.shape[1]}
+        row.update({key: stats[key] for key in SPECTRA_KEYS[3:]})
+        for key in SPECTRA_KEYS:
+            spectra[key].append(row[key])
+        if on_spectrum is not None:
+            on_spectrum(row)
+
     record(0, 0)
+    if spectral_every:
+        record_spectrum(0, 0)
     steps = 0
     wall = 0.0
     status, message = "completed", f"trained {epochs} epochs of {steps_per_epoch} steps"
@@ -457,6 +522,10 @@ def train(
                 if not all(math.isfinite(float(w.sum())) for w in trained.weights):
                     failed_at = steps
                     break
+                if spectral_every and steps % spectral_every == 0:
+                    wall += time.perf_counter() - start
+                    record_spectrum(epoch, steps)
+                    start = time.perf_counter()
                 if log_every and inner % log_every == 0 and inner < steps_per_epoch:
                     wall += time.perf_counter() - start
                     loss = record(epoch, steps)
@@ -488,6 +557,7 @@ def train(
         wall_time_s=wall,
         message=message,
         energy=energy,
+        spectra=spectra,
     )
     if return_state:
         result.state = dict(zip(names, values, strict=True))

@@ -38,6 +38,14 @@ def test_run_digits_inprocess_all_samples(tmp_path, capsys):
     assert config["runtime"]["backend"] == "inprocess"
     printed = json.loads(capsys.readouterr().out)
     assert printed["status"] == "converged"
+    # Random stalks cross ReLU boundaries on their way to the forward pass.
+    from sheafsim.recording import read_table
+
+    crossings = read_table(out / "crossings.parquet").to_pydict()
+    assert summary["table_rows"]["crossings"] == len(crossings["step"]) > 0
+    assert set(crossings["layer"]) == {1}
+    assert min(crossings["crossings"]) >= 1
+    assert max(crossings["step"]) < summary["steps"] + 1
 
 
 @pytest.mark.usefixtures("local_ray")
@@ -384,6 +392,15 @@ def test_training_run_in_process(tmp_path):
     rows = read_table(out / "training.parquet").to_pydict()
     assert rows["epoch"] == [0, 1, 2]
     assert rows["train_loss"][-1] == summary["train_loss"]
+    # The example tracks the spectrum every 1000 steps: here only at step 0.
+    spectra = read_table(out / "spectra.parquet").to_pydict()
+    assert spectra["step"] == [0]
+    assert spectra["samples"] == [32]
+    assert 0 < spectra["lambda_min_median"][0] <= 1 <= spectra["lambda_max_median"][0]
+    baseline = read_table(out / "baseline.parquet").to_pydict()
+    assert baseline["step"] == list(range(101))
+    assert baseline["train_loss"][-1] == summary["baseline"]["train_loss"]
+    assert summary["table_rows"] == {"training": 3, "spectra": 1, "baseline": 101}
     # The trained weights load back as an npz network.
     import sheafsim as ss
 
@@ -423,6 +440,12 @@ def test_training_run_on_actors(tmp_path):
         (["training.beta=0"], r"training.beta .* must be a positive number"),
         (['training.dataset="moons"'], r"choose one of \['paraboloid'"),
         (["training.reset_each_epoch=3"], 'must be true, false or "auto"'),
+        (["training.spectral_every=-5"], r"spectral_every .* must be >= 0"),
+        (["training.spectral_samples=0"], r"spectral_samples .* must be >= 1"),
+        (
+            ["runtime.backend=actors", "training.spectral_every=10"],
+            "spectral_every .* applies in process only",
+        ),
     ],
 )
 def test_training_config_errors(tmp_path, capsys, sets, match):
