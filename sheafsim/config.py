@@ -367,10 +367,14 @@ def _check_combination(tables: dict[str, Any], path: str) -> None:
                 "vertex actors, which train with a warm start; set it to false or "
                 "runtime.backend = 'inprocess'"
             )
-        if runtime.backend == "actors" and training.spectral_every:
+        if (
+            runtime.backend == "actors"
+            and training.spectral_every % training.steps_per_epoch
+        ):
             raise ConfigError(
-                f"training.spectral_every in {path} applies in process only; "
-                "remove it or set runtime.backend = 'inprocess'"
+                f"training.spectral_every = {training.spectral_every} in {path} is "
+                f"not a multiple of steps_per_epoch = {training.steps_per_epoch}; "
+                "on actors the spectra are computed at epoch ends"
             )
         if runtime.backend == "actors" and training.log_every:
             raise ConfigError(

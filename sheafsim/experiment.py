@@ -611,6 +611,8 @@ def _run_training(
                 record_dir=directory,
                 run_id=run_id,
                 overwrite=True,
+                spectral_every=training.spectral_every,
+                spectral_samples=training.spectral_samples,
                 **common,
             )
         except RuntimeFailure as failure:

@@ -269,7 +269,20 @@ def _evaluate(
     return [*losses, *accuracies]
 
 
-def _count(name: str, value: Any, minimum: int) -> int:
+def spectra_row(
+    net: NeuralSheaf, x: np.ndarray, epoch: int, step: int
+) -> dict[str, Any]:
+    """Median and quartiles of the extreme eigenvalues of ``net`` over ``x``."""
+    from sheafsim.diagnostics import spectral_summary, spectrum
+
+    report = spectrum(net, x)
+    stats = spectral_summary(report.lambda_min, report.lambda_max)
+    row: dict[str, Any] = {"epoch": epoch, "step": step, "samples": x.shape[1]}
+    row.update({key: stats[key] for key in SPECTRA_KEYS[3:]})
+    return row
+
+
+def check_count(name: str, value: Any, minimum: int) -> int:
     """Check an integer option that must be at least ``minimum``."""
     if (
         isinstance(value, bool)
@@ -451,8 +464,8 @@ def train(
             f"log_every={log_every!r} is invalid; use an integer >= 0 (0 logs "
             "only at epoch ends)"
         )
-    spectral_every = _count("spectral_every", spectral_every, minimum=0)
-    spectral_samples = _count("spectral_samples", spectral_samples, minimum=1)
+    spectral_every = check_count("spectral_every", spectral_every, minimum=0)
+    spectral_samples = check_count("spectral_samples", spectral_samples, minimum=1)
     classification = net.output != "identity"
     if reset_each_epoch is None:
         reset_each_epoch = classification
@@ -488,12 +501,7 @@ def train(
     spectral_x = x[:, :spectral_samples]
 
     def record_spectrum(epoch: int, step: int) -> None:
-        from sheafsim.diagnostics import spectral_summary, spectrum
-
-        report = spectrum(trained, spectral_x)
-        stats = spectral_summary(report.lambda_min, report.lambda_max)
-        row = {"epoch": epoch, "step": step, "samples": spectral_x.shape[1]}
-        row.update({key: stats[key] for key in SPECTRA_KEYS[3:]})
+        row = spectra_row(trained, spectral_x, epoch, step)
         for key in SPECTRA_KEYS:
             spectra[key].append(row[key])
         if on_spectrum is not None:

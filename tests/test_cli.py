@@ -108,6 +108,8 @@ def test_run_digits_on_actors_async_subset(tmp_path):
         "convergence.parquet",
         "edges.parquet",
         "vertices.parquet",
+        "crossings.parquet",
+        "staleness.parquet",
     }
 
 
@@ -418,6 +420,7 @@ def test_training_run_on_actors(tmp_path):
     command += ["--quiet", "--set", "runtime.backend=actors"]
     command += ["--set", "training.epochs=2", "--set", "training.steps_per_epoch=20"]
     command += ["--set", "training.baseline_lr=0"]
+    command += ["--set", "training.spectral_every=20"]
     assert main(command) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_actors"] == 5
@@ -425,6 +428,11 @@ def test_training_run_on_actors(tmp_path):
     assert "baseline" not in summary
     names = {p.name for p in out.iterdir()}
     assert {"training.parquet", "vertices.parquet", "weights.npz"} <= names
+    from sheafsim.recording import read_table
+
+    spectra = read_table(out / "spectra.parquet").to_pydict()
+    assert spectra["step"] == [0, 20, 40]
+    assert spectra["epoch"] == [0, 1, 2]
 
 
 @pytest.mark.parametrize(
@@ -444,7 +452,7 @@ def test_training_run_on_actors(tmp_path):
         (["training.spectral_samples=0"], r"spectral_samples .* must be >= 1"),
         (
             ["runtime.backend=actors", "training.spectral_every=10"],
-            "spectral_every .* applies in process only",
+            "spectral_every = 10 .* not a multiple of steps_per_epoch = 1000",
         ),
     ],
 )

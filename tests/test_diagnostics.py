@@ -185,7 +185,7 @@ def test_pinned_discord_of_gradient_trained_and_sklearn_models():
         trained.net, data.x_train[:, :50], data.y_train[:, :50]
     )
     assert from_result.discord.per_edge == from_net.discord.per_edge
-    model = MLPRegressor(hidden_layer_sizes=(8,), max_iter=300, random_state=0)
+    model = MLPRegressor(hidden_layer_sizes=(8,), max_iter=2000, random_state=0)
     model.fit(data.x_train.T, data.y_train[0])
     result = dg.pinned_discord(model, data.x_train[:, :50], data.y_train[0, :50])
     assert result.discord.total > 0
@@ -248,3 +248,31 @@ def test_training_tracks_spectra():
         ss.train(net, data.x_train, data.y_train, epochs=1, spectral_every=-1)
     with pytest.raises(InvalidValueError, match="spectral_samples=0 is invalid"):
         ss.train(net, data.x_train, data.y_train, epochs=1, spectral_samples=0)
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_actor_training_spectra_equal_in_process():
+    from sheafsim.runtime import train_on_actors
+
+    data = ss.load_dataset("paraboloid", seed=42)
+    net = ss.NeuralSheaf.random([2, 6, 1], seed=0)
+    options = {
+        "epochs": 2,
+        "steps_per_epoch": 20,
+        "spectral_every": 20,
+        "spectral_samples": 8,
+    }
+    local = ss.train(net, data.x_train, data.y_train, reset_each_epoch=False, **options)
+    remote = train_on_actors(net, data.x_train, data.y_train, **options)
+    assert remote.spectra["step"] == local.spectra["step"] == [0, 20, 40]
+    for key in ss.training.SPECTRA_KEYS[3:]:
+        np.testing.assert_allclose(remote.spectra[key], local.spectra[key], rtol=1e-10)
+    with pytest.raises(InvalidValueError, match="spectral_every=30 is not a multiple"):
+        train_on_actors(
+            net,
+            data.x_train,
+            data.y_train,
+            epochs=1,
+            steps_per_epoch=20,
+            spectral_every=30,
+        )

@@ -48,6 +48,16 @@ step ``t`` are in: synchronous runs at every step ``t`` that is a multiple of
 ``report_every`` (and at ``max_steps``) up to the stopping step; asynchronous
 runs once per round in which every stepping vertex reported, with ``t`` one more
 than the smallest energy step of the round.
+
+Each pre-activation vertex ``z_l`` sends with its reports the ReLU boundary
+crossings of layer ``l`` as rows ``(step, layer, count)``, and every vertex
+sends its staleness histogram. Synchronous runs keep the crossing row of step
+``t`` until step ``t + 1`` is checked, so no row follows the stopping step
+``T``. The row of step ``T`` itself arrives at the end through
+:meth:`CoordinatorActor.close_crossings`, and it is kept only for the statuses
+``converged`` and ``max_steps``, as in :func:`sheafsim.dynamics.diffuse`.
+Asynchronous runs keep every row as it arrives, with the vertex's own step
+count as its step.
 """
 
 from __future__ import annotations
@@ -105,6 +115,10 @@ class StoppingRule:
     convergence_window : int
         Asynchronous schedule: steps of every vertex whose changes must all be
         below ``tol`` before a quiescence round starts.
+    static_crossings : tuple of tuple of (int, int, int)
+        Crossing rows ``(step, layer, count)`` of static pre-activation
+        vertices. A fully pinned ``z_l`` of a run that starts unpinned changes
+        its mask once, between steps 1 and 2.
     """
 
     tol: float
@@ -117,6 +131,7 @@ class StoppingRule:
     static_energy: float = 0.0
     schedule: str = "sync"
     convergence_window: int = 10
+    static_crossings: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -294,6 +309,11 @@ class CoordinatorActor:
         self.sink: MetricsSink | None = None
         self.pending_rows: dict[int, tuple[float, dict[str, float]]] = {}
         self.last_counters: dict[str, dict[str, int]] = {}
+        self.last_staleness: dict[str, dict[int, int]] = {}
+        # Synchronous runs: crossing rows by step, until the next step is checked.
+        self.pending_crossings: dict[int, list[tuple[int, int, int]]] = {}
+        self.crossing_rows: list[tuple[int, int, int]] = []
+        self.crossings_closed = False
 
     async def start(self) -> None:
         """Open the tables, start the clock, and end at once if nothing steps."""
@@ -302,7 +322,10 @@ class CoordinatorActor:
             self.sink.start_flushing()
             if self.training is not None:
                 self.sink.training(self.training.rows[0])
+                self.sink.spectra(self.training.take_spectra())
         self.start_time = time.perf_counter()
+        if self.asynchronous:
+            self._keep_crossings(list(self.rule.static_crossings))
         if not self.stepping:
             self._check_complete_steps()
 
@@ -310,6 +333,7 @@ class CoordinatorActor:
         self,
         final: dict[str, Any] | None,
         counters: dict[str, dict[str, int]] | None,
+        staleness: dict[str, dict[int, int]] | None = None,
     ) -> dict[str, int] | None:
         """Write the final rows and close the tables.
 
@@ -322,6 +346,10 @@ class CoordinatorActor:
         counters : dict of str to dict, optional
             Final counters of every vertex. None after a failure: then the
             counters each vertex sent with its last report are written.
+        staleness : dict of str to dict, optional
+            Final staleness histogram of every stepping vertex. When it is None
+            (after a failure), the histogram each vertex sent with its last
+            report is written.
 
         Returns
         -------
@@ -333,7 +361,43 @@ class CoordinatorActor:
         if final is not None:
             self.sink.step(**final)
         self.sink.vertices(counters if counters is not None else self.last_counters)
+        self.sink.staleness(staleness if staleness is not None else self.last_staleness)
         return self.sink.close()
+
+    async def close_crossings(
+        self,
+        unreported: list[tuple[int, int, int]],
+        final: list[tuple[int, int, int]],
+    ) -> list[tuple[int, int, int]]:
+        """Keep the crossing rows the vertices returned at the end, and return all.
+
+        Parameters
+        ----------
+        unreported : list of tuple of (int, int, int)
+            Rows the vertices counted but had not reported. Kept only under
+            the asynchronous schedule, because under the synchronous one every
+            row before the stopping step ``T`` came with a report.
+        final : list of tuple of (int, int, int)
+            Rows of each vertex's last step (see
+            :class:`~sheafsim.runtime.vertex.EndDiagnostics`). Kept only when
+            the run ended with ``converged`` or ``max_steps``, as in
+            :func:`sheafsim.dynamics.diffuse`.
+
+        Returns
+        -------
+        list of tuple of (int, int, int)
+            Every crossing row ``(step, layer, count)`` of the run, sorted.
+        """
+        if not self.crossings_closed:
+            self.crossings_closed = True
+            rows = list(unreported) if self.asynchronous else []
+            if self.end is not None and self.end.status in ("converged", "max_steps"):
+                rows.extend(final)
+                if not self.asynchronous:
+                    last = self.end.steps
+                    rows.extend(r for r in self.rule.static_crossings if r[0] == last)
+            self._keep_crossings(rows)
+        return sorted(self.crossing_rows)
 
     @ray.method(num_returns=0)
     async def report(
@@ -346,6 +410,8 @@ class CoordinatorActor:
         counters: dict[str, int] | None = None,
         idle: bool = False,
         params: dict[str, tuple[Any, Any]] | None = None,
+        crossings: list[tuple[int, int, int]] | None = None,
+        staleness: dict[int, int] | None = None,
     ) -> None:
         """Record a vertex's one-step changes of steps ``first_step, ...``.
 
@@ -368,7 +434,14 @@ class CoordinatorActor:
         params : dict of str to tuple of ndarray, optional
             Training: ``(W, b)`` of every affine edge the vertex learns, by edge
             name, at the report's last step, which ends an epoch.
+        crossings : list of tuple of (int, int, int), optional
+            ReLU boundary crossings ``(step, layer, count)`` that the vertex
+            counted since its previous report, rows with a count of 0 left out.
+        staleness : dict of int to int, optional
+            The vertex's staleness histogram so far: steps taken, by staleness.
         """
+        if crossings:
+            self._add_crossings(crossings)
         if self.end is not None:
             return
         if params and self.training is not None:
@@ -376,6 +449,7 @@ class CoordinatorActor:
                 row = self.training.add(first_step + len(changes) - 1, params)
                 if row is not None and self.sink is not None:
                     self.sink.training(row)
+                    self.sink.spectra(self.training.take_spectra())
             except Exception:  # the stopping rule must still see this report
                 logger.exception("evaluating the weights of %s failed", vertex)
         if "soft_pins" in energy_terms:
@@ -383,6 +457,8 @@ class CoordinatorActor:
             energy_terms[pin_edge(vertex)] = energy_terms.pop("soft_pins")
         if counters:
             self.last_counters[vertex] = dict(counters)
+            if staleness is not None:
+                self.last_staleness[vertex] = dict(staleness)
         if self.asynchronous and not changes:
             self._mark_idle(vertex, first_step - 1, idle)
             self._check_async_end()
@@ -432,6 +508,10 @@ class CoordinatorActor:
     async def training_rows(self) -> list[dict[str, Any]]:
         """Return the training rows evaluated so far, epoch 0 first."""
         return [] if self.training is None else list(self.training.rows)
+
+    async def spectra_rows(self) -> list[dict[str, Any]]:
+        """Return the spectra rows computed so far, step 0 first."""
+        return [] if self.training is None else list(self.training.spectra)
 
     async def report_rows(self) -> list[ReportRow]:
         """Return every report received so far, in order of arrival."""
@@ -490,11 +570,34 @@ class CoordinatorActor:
             if tally.non_finite is not None:
                 change = tally.non_finite
             self.history.append(change)
+            # Every vertex has now reported the crossings of the previous step.
+            crossings = self.pending_crossings.pop(step - 1, [])
+            crossings.extend(r for r in self.rule.static_crossings if r[0] == step - 1)
+            self._keep_crossings(crossings)
             pending = self.pending_rows.pop(step, None)
             if pending is not None and self.sink is not None:
                 energy, edges = pending
                 self.sink.step(self._elapsed(), step, energy, change, edges)
             self._apply_rule(step, change)
+
+    def _add_crossings(self, rows: list[tuple[int, int, int]]) -> None:
+        """Keep asynchronous rows at once and synchronous ones until checked.
+
+        Asynchronous rows are kept even after the end, because the vertex that
+        sent them does not send them again.
+        """
+        if self.asynchronous:
+            self._keep_crossings(rows)
+        elif self.end is None:
+            for row in rows:
+                self.pending_crossings.setdefault(row[0], []).append(row)
+
+    def _keep_crossings(self, rows: list[tuple[int, int, int]]) -> None:
+        if not rows:
+            return
+        self.crossing_rows.extend(rows)
+        if self.sink is not None:
+            self.sink.crossings(rows)
 
     def _apply_rule(self, step: int, change: float) -> None:
         rule = self.rule

@@ -14,7 +14,7 @@ import logging
 import os
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -33,7 +33,7 @@ from sheafsim.pins import HardPin, ResolvedPin, SoftPin, resolve_pins
 from sheafsim.recording import existing_tables
 from sheafsim.runtime.coordinator import ReportRow, StoppingRule
 from sheafsim.runtime.local import LOCAL_INTEGRATORS
-from sheafsim.runtime.metrics import RecordSettings, pin_edge
+from sheafsim.runtime.metrics import ACTOR_TABLES, RecordSettings, pin_edge
 from sheafsim.runtime.runner import ActorRun, ProgressCallback
 from sheafsim.runtime.spec import (
     DelayModel,
@@ -115,6 +115,19 @@ class ActorRunResult:
         Max absolute difference between the final stalks and the forward pass,
         which is the exact harmonic extension when nothing but ``x`` is
         pinned; None for runs with other pins.
+    staleness_counts : dict of str to dict of int to int
+        Steps taken by every stepping vertex, by the staleness of the messages
+        each step used (max over edges of the vertex's step minus the message's
+        tag). Under the synchronous schedule each vertex has only staleness 0.
+        The values of a vertex sum to its ``vertex_stats`` steps.
+    crossings : ndarray of int64, shape (n, 3)
+        ReLU boundary crossings as rows ``(step, layer, count)``, sorted, rows
+        with a count of 0 left out: ``count`` entries ``(neuron, sample)`` of
+        the mask of layer ``layer`` differ between the mask step ``step`` used
+        and the one step ``step + 1`` used. Under the synchronous schedule this
+        is the ``crossings`` array of :func:`sheafsim.dynamics.diffuse`,
+        counted per step and layer. Under the asynchronous schedule ``step`` is
+        the step count of vertex ``z{layer}``. Empty for a general sheaf.
     """
 
     status: str
@@ -139,6 +152,10 @@ class ActorRunResult:
     table_rows: dict[str, int] = field(default_factory=dict)
     final_energy: float = float("nan")
     error_vs_exact: float | None = None
+    staleness_counts: dict[str, dict[int, int]] = field(default_factory=dict)
+    crossings: np.ndarray = field(
+        default_factory=lambda: np.zeros((0, 3), dtype=np.int64)
+    )
 
     @property
     def converged(self) -> bool:
@@ -239,7 +256,8 @@ pin_initial_state, output_mode, check_step
         Default ``max(report_every, 10)``.
     record_dir : path, optional
         Run directory in which the coordinator streams ``convergence.parquet``,
-        ``edges.parquet`` and ``vertices.parquet`` while the run goes on (see
+        ``edges.parquet``, ``crossings.parquet``, ``vertices.parquet`` and
+        ``staleness.parquet`` while the run goes on (see
         :mod:`sheafsim.runtime.metrics`). The coordinator runs on the driver's
         node, so the path is resolved there.
     run_id : str, optional
@@ -346,6 +364,7 @@ pin_initial_state, output_mode, check_step
         tol=tol,
         convergence_window=convergence_window,
     )
+    layers = mask_layers(net)
     rule = StoppingRule(
         tol=tol,
         min_steps=min_steps,
@@ -357,11 +376,12 @@ pin_initial_state, output_mode, check_step
         static_energy=static_energy,
         schedule=schedule,
         convergence_window=convergence_window,
+        static_crossings=static_crossings(specs, layers),
     )
     if not ray.is_initialized():
         logger.info("Ray is not initialised; starting a local instance")
         ray.init(include_dashboard=False)
-    run = ActorRun(specs, settings, rule, record)
+    run = ActorRun(specs, settings, rule, record, mask_layers=layers)
     try:
         end, final, stats, startup_s = run.execute(
             progress, progress_interval_s, timeout_s
@@ -410,7 +430,40 @@ pin_initial_state, output_mode, check_step
         table_rows=table_rows or {},
         final_energy=energy,
         error_vs_exact=error,
+        staleness_counts=run.staleness_counts,
+        crossings=run.crossings,
     )
+
+
+def mask_layers(net: NeuralSheaf) -> dict[str, int]:
+    """Return the layer ``l`` of every pre-activation vertex ``z_l``, by name.
+
+    ``z_l`` owns the activation-edge map ``diag(1[z_l >= 0])`` of layer ``l``,
+    so its stalk decides that layer's ReLU mask.
+    """
+    return {
+        info.upstream: info.layer for info in net.edges if info.kind == "activation"
+    }
+
+
+def static_crossings(
+    specs: list[VertexSpec], layers: Mapping[str, int]
+) -> tuple[tuple[int, int, int], ...]:
+    """Return the crossing rows ``(step, layer, count)`` of static ``z_l`` vertices.
+
+    A fully pinned ``z_l`` of a run that starts unpinned uses its unpinned
+    stalk at step 1 and the pinned one from step 2 on, so its mask may change
+    once, at step 1. Every other static vertex keeps its mask.
+    """
+    rows = []
+    for spec in specs:
+        if spec.name not in layers or spec.static_from != 1:
+            continue
+        assert spec.static_value is not None
+        changed = int(np.count_nonzero((spec.value >= 0) != (spec.static_value >= 0)))
+        if changed:
+            rows.append((1, layers[spec.name], changed))
+    return tuple(rows)
 
 
 def _record_settings(
@@ -432,7 +485,7 @@ def _record_settings(
         raise InvalidValueError(
             f"record_dir {directory} exists and is not a directory; choose another"
         )
-    existing = existing_tables(directory, ("convergence", "edges", "vertices"))
+    existing = existing_tables(directory, ACTOR_TABLES)
     if existing and not overwrite:
         raise InvalidValueError(
             f"record_dir {directory} already contains the tables {existing}; pass "
@@ -453,14 +506,7 @@ def _record_settings(
 def _with_static_edges(
     record: RecordSettings, specs: list[VertexSpec]
 ) -> RecordSettings:
-    return RecordSettings(
-        directory=record.directory,
-        run_id=record.run_id,
-        edge_types=record.edge_types,
-        static_edges=static_edge_discord(specs),
-        flush_seconds=record.flush_seconds,
-        overwrite=record.overwrite,
-    )
+    return replace(record, static_edges=static_edge_discord(specs))
 
 
 def _final_energy(

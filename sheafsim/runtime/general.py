@@ -277,9 +277,9 @@ convergence_window, progress, progress_interval_s, timeout_s
     -------
     ActorRunResult
         ``state`` maps every vertex, as the sheaf names it, to its final stalk
-        of shape (d_v, batch), and ``output`` is None. ``vertex_stats`` and
-        ``reports`` name the vertices by ``str(v)`` and the edges by
-        ``f"{u}-{v}"``.
+        of shape (d_v, batch), and ``output`` is None. ``vertex_stats``,
+        ``staleness_counts`` and ``reports`` name the vertices by ``str(v)``
+        and the edges by ``f"{u}-{v}"``. ``crossings`` is empty.
 
     Raises
     ------
@@ -401,4 +401,5 @@ convergence_window, progress, progress_interval_s, timeout_s
         reports=end.reports,
         staleness_bound=options.staleness_bound,
         quiescence_rounds=end.quiescence_rounds,
+        staleness_counts=run.staleness_counts,
     )

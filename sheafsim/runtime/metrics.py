@@ -1,13 +1,18 @@
 """Parquet metrics that the coordinator streams while an actor run goes on.
 
 The coordinator of a run started with a ``record_dir`` owns a
-:class:`~sheafsim.recording.RunRecorder` and writes three tables there:
+:class:`~sheafsim.recording.RunRecorder` and writes these tables there:
 
 * ``convergence.parquet``: one row per report interval, once every stepping
   vertex has reported it, and a final row with ``error_vs_exact``;
 * ``edges.parquet``: the discord of every edge at the same steps, soft-pin
   penalties included as edges of type ``pin``;
+* ``crossings.parquet``: the ReLU boundary crossings of each layer, one row
+  per step and layer with at least one (see
+  :class:`~sheafsim.runtime.coordinator.CoordinatorActor`);
 * ``vertices.parquet``: the counters of every vertex actor at the end;
+* ``staleness.parquet``: the staleness histogram of every stepping vertex at
+  the end;
 * ``training.parquet`` for training runs: the losses and accuracies of the
   weights at the end of every epoch (see :class:`TrainingMonitor`).
 
@@ -20,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +35,18 @@ from sheafsim.neural import NeuralSheaf
 from sheafsim.recording import RunRecorder
 from sheafsim.training import HISTORY_KEYS
 
-__all__ = ["RecordSettings", "MetricsSink", "TrainingMonitor", "pin_edge"]
+__all__ = [
+    "RecordSettings",
+    "MetricsSink",
+    "TrainingMonitor",
+    "pin_edge",
+    "ACTOR_TABLES",
+]
 
 logger = logging.getLogger(__name__)
+
+ACTOR_TABLES = ("convergence", "edges", "vertices", "crossings", "staleness")
+"""Tables the coordinator of an inference run on actors writes."""
 
 
 def pin_edge(vertex: str) -> str:
@@ -59,6 +73,10 @@ class RecordSettings:
         Maximum time a row waits in memory before it is written.
     overwrite : bool
         Replace tables that already exist in ``directory``.
+    tables : tuple of str
+        Tables to open, keys of :data:`sheafsim.recording.SCHEMAS`. Rows of a
+        table that is not open are dropped, except for ``convergence``,
+        ``edges`` and ``vertices``, which must be open.
     """
 
     directory: str
@@ -67,7 +85,7 @@ class RecordSettings:
     static_edges: dict[str, float] = field(default_factory=dict)
     flush_seconds: float = 1.0
     overwrite: bool = False
-    tables: tuple[str, ...] = ("convergence", "edges", "vertices")
+    tables: tuple[str, ...] = ACTOR_TABLES
 
 
 class TrainingMonitor:
@@ -85,9 +103,21 @@ class TrainingMonitor:
     data : list
         ``[(x, y), (x_test, y_test) or None]``.
     epoch_steps : int
+    spectral_every : int
+        Also compute the spectra row of :func:`sheafsim.train` at every step
+        that is a multiple of this (a multiple of ``epoch_steps``); 0: never.
+    spectral_samples : int
+        Training inputs used for the spectra.
     """
 
-    def __init__(self, net: NeuralSheaf, data: list, epoch_steps: int) -> None:
+    def __init__(
+        self,
+        net: NeuralSheaf,
+        data: list,
+        epoch_steps: int,
+        spectral_every: int = 0,
+        spectral_samples: int = 32,
+    ) -> None:
         self.output = net.output
         self.layers = net.depth + 1
         self.data = data
@@ -95,8 +125,28 @@ class TrainingMonitor:
         self.classification = net.output != "identity"
         self.pending: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
         self.rows: list[dict[str, Any]] = []
+        self.spectral_every = spectral_every
+        self.spectral_x = data[0][0][:, :spectral_samples]
+        self.spectra: list[dict[str, Any]] = []
+        self.unwritten_spectra: list[dict[str, Any]] = []
         self.last_net = net
         self.rows.append(self._evaluate(0, 0, net))
+        self._spectrum(0, 0, net)
+
+    def _spectrum(self, epoch: int, step: int, net: NeuralSheaf) -> None:
+        """Record the spectra row of ``net`` when ``step`` is due."""
+        if not self.spectral_every or step % self.spectral_every:
+            return
+        from sheafsim.training import spectra_row
+
+        row = spectra_row(net, self.spectral_x, epoch, step)
+        self.spectra.append(row)
+        self.unwritten_spectra.append(row)
+
+    def take_spectra(self) -> list[dict[str, Any]]:
+        """Return the spectra rows not yet handed out, and forget them."""
+        rows, self.unwritten_spectra = self.unwritten_spectra, []
+        return rows
 
     def _evaluate(self, epoch: int, step: int, net: NeuralSheaf) -> dict[str, Any]:
         from sheafsim.training import _evaluate
@@ -125,6 +175,7 @@ class TrainingMonitor:
             net = NeuralSheaf(weights, biases, output=self.output)  # type: ignore[arg-type]
             self.last_net = net
             row = self._evaluate(epoch, step, net)
+            self._spectrum(epoch, step, net)
         self.rows.append(row)
         return row
 
@@ -209,6 +260,11 @@ class MetricsSink:
         if not self.closed:
             self.recorder.training(**row)
 
+    def spectra(self, rows: list[dict[str, Any]]) -> None:
+        """Record rows of ``spectra.parquet``, if that table is open."""
+        if rows and not self.closed and "spectra" in self.recorder.writers:
+            self.recorder.rows("spectra", rows)
+
     def vertices(self, counters: Mapping[str, Mapping[str, int]]) -> None:
         """Record the counters of every vertex, by vertex name."""
         if self.closed:
@@ -221,6 +277,34 @@ class MetricsSink:
                 int(values.get("messages_received", 0)),
                 int(values.get("max_staleness", 0)),
             )
+
+    def crossings(self, rows: Iterable[tuple[int, int, int]]) -> None:
+        """Record crossing rows ``(step, layer, count)`` in ``crossings.parquet``."""
+        if self.closed or "crossings" not in self.recorder.writers:
+            return
+        self.recorder.rows(
+            "crossings",
+            [
+                {"step": int(step), "layer": int(layer), "crossings": int(count)}
+                for step, layer, count in rows
+            ],
+        )
+
+    def staleness(self, histograms: Mapping[str, Mapping[int, int]]) -> None:
+        """Record the staleness histogram of every vertex, by vertex name.
+
+        Rows are sorted by vertex name and staleness. A vertex without steps
+        has no rows.
+        """
+        if self.closed or "staleness" not in self.recorder.writers:
+            return
+        rows = [
+            {"vertex": vertex, "staleness": int(staleness), "steps": int(steps)}
+            for vertex in sorted(histograms)
+            for staleness, steps in sorted(histograms[vertex].items())
+            if steps
+        ]
+        self.recorder.rows("staleness", rows)
 
     def close(self) -> dict[str, Any]:
         """Flush and compact every table; return the rows written per table."""

@@ -17,7 +17,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,7 @@ from sheafsim.runtime.coordinator import (
 )
 from sheafsim.runtime.metrics import RecordSettings, TrainingMonitor
 from sheafsim.runtime.spec import RunSettings, VertexSpec
-from sheafsim.runtime.vertex import VertexActor
+from sheafsim.runtime.vertex import EndDiagnostics, VertexActor
 
 __all__ = ["ActorRun", "ProgressCallback"]
 
@@ -54,7 +54,30 @@ _RemoteCoordinator = ray.remote(CoordinatorActor)
 
 
 class ActorRun:
-    """Actors of one run and the driver's side of the protocol."""
+    """Actors of one run and the driver's side of the protocol.
+
+    Parameters
+    ----------
+    specs : list of VertexSpec
+    settings : RunSettings
+    rule : StoppingRule
+    record : RecordSettings, optional
+        Tables for the coordinator to stream.
+    training : TrainingMonitor, optional
+    mask_layers : mapping of str to int, optional
+        Layer ``l`` of every pre-activation vertex ``z_l`` whose ReLU boundary
+        crossings the run counts, by vertex name.
+
+    Attributes
+    ----------
+    staleness_counts : dict of str to dict of int to int
+        After :meth:`execute`: steps taken by every stepping vertex, by the
+        staleness of the messages they used.
+    crossings : ndarray of int64, shape (n, 3)
+        After :meth:`execute`: the crossing rows ``(step, layer, count)`` of
+        the run, sorted (see
+        :class:`~sheafsim.runtime.coordinator.CoordinatorActor`).
+    """
 
     def __init__(
         self,
@@ -63,16 +86,20 @@ class ActorRun:
         rule: StoppingRule,
         record: RecordSettings | None = None,
         training: TrainingMonitor | None = None,
+        mask_layers: Mapping[str, int] | None = None,
     ) -> None:
         self.training = training
         self.specs = specs
         self.settings = settings
         self.rule = rule
         self.record = record
+        self.mask_layers = dict(mask_layers or {})
         self.run_id = record.run_id if record is not None else uuid.uuid4().hex[:8]
         self.records_closed = False
         self.vertices: dict[str, Any] = {}
         self.coordinator: Any = None
+        self.staleness_counts: dict[str, dict[int, int]] = {}
+        self.crossings = np.zeros((0, 3), dtype=np.int64)
 
     def execute(
         self,
@@ -118,17 +145,22 @@ class ActorRun:
     ) -> dict[str, int] | None:
         """Have the coordinator write its last rows and close its tables.
 
-        See :meth:`CoordinatorActor.finalize`. After a failure (``final`` None)
-        a coordinator that does not reply within ``REPORTS_TIMEOUT_S`` seconds
+        See :meth:`CoordinatorActor.finalize`. With ``counters``, it also sends
+        the staleness histograms that :meth:`execute` gathered. Without them,
+        the coordinator writes the histograms the vertices last reported. After
+        a failure (``final`` None) a
+        coordinator that does not reply within ``REPORTS_TIMEOUT_S`` seconds
         is logged and skipped: the part files it flushed stay readable.
         """
         if self.record is None or self.coordinator is None or self.records_closed:
             return None
         self.records_closed = True
         timeout = REPORTS_TIMEOUT_S if final is None else None
+        staleness = self.staleness_counts if counters is not None else None
         try:
             rows: dict[str, int] | None = ray.get(
-                self.coordinator.finalize.remote(final, counters), timeout=timeout
+                self.coordinator.finalize.remote(final, counters, staleness),
+                timeout=timeout,
             )
         except RayError as error:
             if final is not None:
@@ -158,7 +190,7 @@ class ActorRun:
             self.vertices[spec.name] = _RemoteVertex.options(
                 name=f"sheafsim-{self.run_id}-{spec.name}",
                 scheduling_strategy="SPREAD",
-            ).remote(spec, self.settings)
+            ).remote(spec, self.settings, self.mask_layers.get(spec.name))
         stepping = [spec.name for spec in self.specs if not spec.static]
         options: dict[str, Any] = {"name": f"sheafsim-{self.run_id}-coordinator"}
         if self.record is not None:
@@ -195,6 +227,7 @@ class ActorRun:
         end, final = self._wait_for_end(end_ref, runs, progress, interval_s, deadline)
         final.update(self._get_all(runs, deadline, "return its final stalk"))
         stats = self._settled_stats(deadline)
+        self._gather_diagnostics(stepping, deadline)
         logger.info(
             "run %s ended: %s after %d steps in %.2f s",
             self.run_id,
@@ -203,6 +236,21 @@ class ActorRun:
             end.elapsed_s,
         )
         return end, final, stats, startup_s
+
+    def _gather_diagnostics(self, stepping: list[str], deadline: float) -> None:
+        """Fetch the staleness histograms and complete the crossing rows."""
+        refs = {self.vertices[n].end_diagnostics.remote(): n for n in stepping}
+        replies: dict[str, EndDiagnostics] = self._get_all(
+            refs, deadline, "return its diagnostics"
+        )
+        self.staleness_counts = {n: d.staleness for n, d in replies.items()}
+        if not self.mask_layers:
+            return
+        unreported = [row for d in replies.values() for row in d.crossings]
+        last = [row for d in replies.values() for row in d.final_crossings]
+        reply = self.coordinator.close_crossings.remote(unreported, last)
+        rows = self._get_all({reply: "coordinator"}, deadline, "close the crossings")
+        self.crossings = np.asarray(rows["coordinator"], dtype=np.int64).reshape(-1, 3)
 
     def call_vertices(self, method: str, names: list[str]) -> dict[str, Any]:
         """Call ``method`` on the vertex actors ``names`` and return the replies."""

@@ -29,7 +29,7 @@ from sheafsim.neural import NeuralSheaf
 from sheafsim.pins import resolve_pins
 from sheafsim.recording import existing_tables
 from sheafsim.runtime.coordinator import StoppingRule
-from sheafsim.runtime.driver import _check_run_options
+from sheafsim.runtime.driver import _check_run_options, mask_layers
 from sheafsim.runtime.metrics import RecordSettings, TrainingMonitor
 from sheafsim.runtime.runner import ActorRun, ProgressCallback
 from sheafsim.runtime.spec import (
@@ -40,11 +40,13 @@ from sheafsim.runtime.spec import (
 )
 from sheafsim.training import (
     HISTORY_KEYS,
+    SPECTRA_KEYS,
     TrainingResult,
     TrainingStep,
     _copy_net,
     _positive_int,
     _start_values,
+    check_count,
     check_training_inputs,
     training_vertices,
 )
@@ -53,7 +55,14 @@ __all__ = ["train_on_actors", "ActorTrainingResult"]
 
 logger = logging.getLogger(__name__)
 
-TRAINING_TABLES = ("convergence", "edges", "vertices", "training")
+TRAINING_TABLES = (
+    "convergence",
+    "edges",
+    "vertices",
+    "training",
+    "crossings",
+    "staleness",
+)
 """Tables that a recorded training run writes."""
 
 
@@ -71,6 +80,12 @@ class ActorTrainingResult(TrainingResult):
         Final counters of every vertex.
     table_rows : dict of str to int
         Rows written per table, when the run recorded them.
+    staleness_counts : dict of str to dict of int to int
+        Steps taken by every stepping vertex, by the staleness of the messages
+        each step used.
+    crossings : ndarray of int64, shape (n, 3)
+        ReLU boundary crossings as rows ``(step, layer, count)``, as in
+        :class:`~sheafsim.runtime.driver.ActorRunResult`.
     """
 
     schedule: str = "sync"
@@ -78,6 +93,10 @@ class ActorTrainingResult(TrainingResult):
     run_id: str = ""
     vertex_stats: dict[str, dict[str, int]] = field(default_factory=dict)
     table_rows: dict[str, int] = field(default_factory=dict)
+    staleness_counts: dict[str, dict[int, int]] = field(default_factory=dict)
+    crossings: np.ndarray = field(
+        default_factory=lambda: np.zeros((0, 3), dtype=np.int64)
+    )
 
 
 def train_on_actors(
@@ -104,6 +123,8 @@ def train_on_actors(
     record_dir: str | os.PathLike[str] | None = None,
     run_id: str | None = None,
     overwrite: bool = False,
+    spectral_every: int = 0,
+    spectral_samples: int = 32,
 ) -> ActorTrainingResult:
     """Train ``net`` by the joint sheaf dynamics with one Ray actor per vertex.
 
@@ -126,6 +147,11 @@ y_test
     record_dir, run_id, overwrite
         As in :func:`sheafsim.runtime.diffuse_on_actors`; a recorded run also
         writes ``training.parquet``, one row per epoch.
+    spectral_every, spectral_samples
+        As in :func:`sheafsim.train`, but ``spectral_every`` must be a
+        multiple of ``steps_per_epoch``: the coordinator computes the spectra
+        from the weights sent at epoch ends. A recorded run writes them to
+        ``spectra.parquet``.
 
     Returns
     -------
@@ -152,6 +178,14 @@ y_test
     alpha, beta, dt = inputs.alpha, inputs.beta, inputs.dt
     epochs, steps_per_epoch = inputs.epochs, inputs.steps_per_epoch
     n_train = x.shape[1]
+    spectral_every = check_count("spectral_every", spectral_every, minimum=0)
+    spectral_samples = check_count("spectral_samples", spectral_samples, minimum=1)
+    if spectral_every % steps_per_epoch:
+        raise InvalidValueError(
+            f"spectral_every={spectral_every} is not a multiple of "
+            f"steps_per_epoch={steps_per_epoch}; on actors the weights reach the "
+            "coordinator only at epoch ends"
+        )
     if report_every is None:
         report_every = min(steps_per_epoch, 100)
         if steps_per_epoch % report_every:
@@ -211,7 +245,7 @@ y_test
             edge_types={info.name: (info.kind, info.layer) for info in start.edges},
             static_edges=static_edge_discord(specs),
             overwrite=overwrite,
-            tables=TRAINING_TABLES,
+            tables=TRAINING_TABLES + (("spectra",) if spectral_every else ()),
         )
     elif run_id is not None:
         raise InvalidValueError(f"run_id={run_id!r} needs record_dir; give one")
@@ -243,11 +277,13 @@ y_test
         schedule=schedule,
         convergence_window=convergence_window,
     )
-    monitor = TrainingMonitor(start, [(x, y), test], steps_per_epoch)
+    monitor = TrainingMonitor(
+        start, [(x, y), test], steps_per_epoch, spectral_every, spectral_samples
+    )
     if not ray.is_initialized():
         logger.info("Ray is not initialised; starting a local instance")
         ray.init(include_dashboard=False)
-    run = ActorRun(specs, settings, rule, record, monitor)
+    run = ActorRun(specs, settings, rule, record, monitor, mask_layers(start))
     try:
         end, final, stats, _ = run.execute(progress, progress_interval_s, timeout_s)
         learners = [spec.name for spec in specs if any(e.trains for e in spec.edges)]
@@ -264,6 +300,7 @@ y_test
             # As in process: the weights at the end of the last finite epoch.
             trained = run.call_coordinator("last_finite_net")
         rows = run.call_coordinator("training_rows")
+        spectra_rows = run.call_coordinator("spectra_rows")
         state = {v: final[v] for v in names}
         energy = TrainingStep(trained, x, y, alpha, beta, dt).energy(
             [state[v] for v in names]
@@ -309,4 +346,11 @@ y_test
         run_id=run.run_id,
         vertex_stats=stats,
         table_rows=table_rows or {},
+        staleness_counts=run.staleness_counts,
+        crossings=run.crossings,
+        spectra=(
+            {key: [row[key] for row in spectra_rows] for key in SPECTRA_KEYS}
+            if spectral_every
+            else {}
+        ),
     )

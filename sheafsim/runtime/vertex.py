@@ -18,9 +18,9 @@ import asyncio
 import functools
 import logging
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,7 @@ from sheafsim.runtime.local import (
 from sheafsim.runtime.maps import AffineMap
 from sheafsim.runtime.spec import RunSettings, VertexSpec
 
-__all__ = ["VertexActor", "VertexCounters"]
+__all__ = ["VertexActor", "VertexCounters", "EndDiagnostics"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,32 @@ class VertexCounters:
         return asdict(self)
 
 
+@dataclass
+class EndDiagnostics:
+    """What a vertex returns from :meth:`VertexActor.end_diagnostics`.
+
+    Attributes
+    ----------
+    staleness : dict of int to int
+        Steps taken, by the staleness of the messages each step used (see
+        :attr:`VertexCounters.max_staleness`).
+    crossings : list of tuple of (int, int, int)
+        Crossing rows ``(step, layer, count)`` that the vertex counted but has
+        not reported. Always empty under the synchronous schedule, because
+        there the unreported steps follow the stopping step.
+    final_crossings : list of tuple of (int, int, int)
+        At most one row for the last step ``T``: the stopping step
+        (synchronous) or the vertex's own last step (asynchronous). It counts
+        the mask entries of the stalk at step ``T`` that differ from the mask
+        step ``T`` used, as the final check of :func:`sheafsim.dynamics.diffuse`
+        does.
+    """
+
+    staleness: dict[int, int] = field(default_factory=dict)
+    crossings: list[tuple[int, int, int]] = field(default_factory=list)
+    final_crossings: list[tuple[int, int, int]] = field(default_factory=list)
+
+
 class VertexActor:
     """Async Ray actor of one vertex (wrap with ``ray.remote`` to use it).
 
@@ -90,6 +116,10 @@ class VertexActor:
         Stalk, maps of the incident edges and pins of this vertex.
     settings : RunSettings
         Step size, integrator, schedule, report interval and run-ahead window.
+    mask_layer : int, optional
+        Layer ``l`` when this vertex is the pre-activation ``z_l`` of a ReLU
+        layer, whose activation-edge map is ``diag(1[z_l >= 0])``. The vertex
+        then counts the ReLU boundary crossings of that layer.
 
     Notes
     -----
@@ -97,7 +127,15 @@ class VertexActor:
     ``apply_e(y_t)`` to the neighbour across every incident edge, tagged with
     ``t``. Every ``report_every`` steps and at step ``max_steps`` it sends the
     coordinator the one-step change of each step since its last report, its
-    energy terms and its :class:`VertexCounters`.
+    energy terms, its :class:`VertexCounters` and its staleness histogram.
+
+    Crossings: the mask of ``z_l`` used by step ``t`` is ``1[y_{t-1} >= 0]``
+    at the evaluation point ``y_{t-1}`` (the look-ahead point under
+    Nesterov). When step ``t + 1`` starts, the vertex counts the entries in
+    which its mask differs from the one step ``t`` used. That count is the
+    crossing row of step ``t``, with the meaning of the ``crossings`` of
+    :func:`sheafsim.dynamics.diffuse`, and it travels with the next report.
+    The row of the last step comes from :meth:`end_diagnostics`.
 
     Synchronous schedule: the vertex takes step ``t + 1`` once it holds every
     neighbour's step-``t`` message and the coordinator's permit reaches
@@ -126,9 +164,12 @@ class VertexActor:
     replaces one waiting to be sent.
     """
 
-    def __init__(self, spec: VertexSpec, settings: RunSettings) -> None:
+    def __init__(
+        self, spec: VertexSpec, settings: RunSettings, mask_layer: int | None = None
+    ) -> None:
         self.spec = spec
         self.settings = settings
+        self.mask_layer = mask_layer
         self.edges = [end.edge for end in spec.edges]
         self.inbox = Inbox(self.edges)
         self.schedule = make_schedule(settings.schedule, settings.staleness_bound)
@@ -149,6 +190,7 @@ class VertexActor:
         self.reply_round: int | None = None
 
         self.counters = VertexCounters()
+        self.staleness_counts: Counter[int] = Counter()
         self.delays: DelaySampler | None = None
         if settings.delays is not None and spec.delay_seed is not None:
             self.delays = DelaySampler(settings.delays, spec.name, spec.delay_seed)
@@ -165,6 +207,11 @@ class VertexActor:
         self._recent: deque[float] = deque(maxlen=settings.convergence_window)
         self._used_tags: list[int | None] | None = None
         self._idle_reported = False
+        # Mask of z_l that the latest step used, and crossing rows
+        # (step, layer, count) not yet reported.
+        self._mask_used: np.ndarray | None = None
+        self._unreported_crossings: list[tuple[int, int, int]] = []
+        self._end = EndDiagnostics()
 
         self._deliveries: set[asyncio.Task] = set()
         self._channels: dict[str, _LatestValueChannel] = {}
@@ -189,6 +236,15 @@ class VertexActor:
     async def stats(self) -> dict[str, int]:
         """Return the vertex's counters (see :class:`VertexCounters`)."""
         return self.counters.as_dict()
+
+    async def end_diagnostics(self) -> EndDiagnostics:
+        """Return the staleness histogram and the crossings not yet reported.
+
+        Call it after :meth:`run` has returned, because until then the crossing
+        rows are empty.
+        """
+        self._end.staleness = dict(self.staleness_counts)
+        return self._end
 
     @ray.method(num_returns=0)
     async def receive(self, edge: str, step: int, value: np.ndarray) -> None:
@@ -301,8 +357,11 @@ class VertexActor:
         spec, settings = self.spec, self.settings
         integrator = make_local(settings.integrator, spec.value, settings.step_size)
         value = spec.value
-        history: deque[tuple[int, np.ndarray]] = deque(maxlen=settings.window + 1)
-        history.append((0, value))
+        # (step t, stalk at t, mask that step t used or None)
+        history: deque[tuple[int, np.ndarray, np.ndarray | None]] = deque(
+            maxlen=settings.window + 1
+        )
+        history.append((0, value, None))
         point = integrator.evaluation_point(value)
         restricted = self._restrict(point)
         self._send(0, restricted)
@@ -331,6 +390,7 @@ class VertexActor:
             force, energy = self._force(
                 point, restricted, selection.values, with_energy
             )
+            mask = self._count_crossings(point)
             for edge, learner in self._learners:
                 # The weight step uses the same old state as the stalk step.
                 learner.learn(point, self._residuals[edge], self._learn_rate)
@@ -340,11 +400,12 @@ class VertexActor:
             self.counters.max_staleness = max(
                 self.counters.max_staleness, selection.staleness
             )
+            self.staleness_counts[selection.staleness] += 1
             if spec.pin_after_first_step and self.step == 1:
                 change = max(change, self._write_hard_pins(value))
                 integrator.pin_previous(spec.hard_pins)
             if not self.asynchronous:
-                history.append((self.step, value))
+                history.append((self.step, value, mask))
             self._raise_injected_fault()
             point = integrator.evaluation_point(value)
             restricted = self._restrict(point)
@@ -365,8 +426,46 @@ class VertexActor:
                 await asyncio.sleep(0)
         if self.asynchronous:
             logger.debug("vertex %s stopped after %d steps", spec.name, self.step)
+            self._end.crossings = self._unreported_crossings
+            self._end.final_crossings = self._final_crossings(
+                self.step, value, self._mask_used
+            )
             return value
-        return self._state_at(self.stop_step, history)
+        # Unreported rows belong to steps after the stopping step.
+        self._unreported_crossings = []
+        step, value, mask = self._state_at(self.stop_step, history)
+        self._end.final_crossings = self._final_crossings(step, value, mask)
+        return value
+
+    def _count_crossings(self, point: np.ndarray) -> np.ndarray | None:
+        """Return the mask that the coming step uses at ``point``.
+
+        Also stores the crossing row of the step just taken (``self.step``):
+        the mask entries that differ from the mask that step used.
+        """
+        if self.mask_layer is None:
+            return None
+        mask = point >= 0
+        if self._mask_used is not None:
+            changed = int(np.count_nonzero(mask != self._mask_used))
+            if changed:
+                self._unreported_crossings.append((self.step, self.mask_layer, changed))
+        self._mask_used = mask
+        return mask
+
+    def _final_crossings(
+        self, step: int, value: np.ndarray, used: np.ndarray | None
+    ) -> list[tuple[int, int, int]]:
+        """Return the crossing row of the last step ``step``, if it has one.
+
+        ``used`` is the mask step ``step`` used. Like the final check of
+        :func:`sheafsim.dynamics.diffuse`, this compares it with the mask of
+        the stalk ``value`` itself, not of the next look-ahead point.
+        """
+        if self.mask_layer is None or used is None:
+            return []
+        changed = int(np.count_nonzero((value >= 0) != used))
+        return [(step, self.mask_layer, changed)] if changed else []
 
     def _report(self, idle: bool = False) -> None:
         """Send the coordinator the changes since the last report.
@@ -387,8 +486,11 @@ class VertexActor:
             self.counters.as_dict(),
             idle,
             params,
+            self._unreported_crossings,
+            dict(self.staleness_counts),
         )
         self._unreported = []
+        self._unreported_crossings = []
 
     def _can_step(self) -> bool:
         if self.step >= self.permitted:
@@ -565,17 +667,20 @@ class VertexActor:
             )
 
     def _state_at(
-        self, step: int | None, history: deque[tuple[int, np.ndarray]]
-    ) -> np.ndarray:
-        for past_step, past_value in history:
-            if past_step == step:
+        self,
+        step: int | None,
+        history: deque[tuple[int, np.ndarray, np.ndarray | None]],
+    ) -> tuple[int, np.ndarray, np.ndarray | None]:
+        """Return the entry of ``history`` for ``step``: step, stalk and mask used."""
+        for entry in history:
+            if entry[0] == step:
                 logger.debug(
                     "vertex %s stopped at step %s after taking %d steps",
                     self.spec.name,
                     step,
                     self.step,
                 )
-                return past_value
+                return entry
         raise RuntimeFailure(
             f"vertex {self.spec.name!r} received stop at step {step} but keeps "
             f"only steps {history[0][0]}..{history[-1][0]}; the run-ahead window "
