@@ -28,6 +28,7 @@ from sheafsim.errors import (
 )
 from sheafsim.neural import EdgeInfo, ForwardPass, NeuralSheaf
 from sheafsim.pins import HardPin, SoftPin
+from sheafsim.run import Run, load_run
 from sheafsim.sheaf import (
     CellularSheaf,
     constant_sheaf,
@@ -73,6 +74,8 @@ __all__ = [
     "load_dataset",
     "Dataset",
     "training",
+    "load_run",
+    "Run",
     "diagnostics",
     "discord",
     "pinned_discord",

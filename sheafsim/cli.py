@@ -1,10 +1,15 @@
-"""Command line: ``sheafsim run CONFIG.toml`` and ``sheafsim bench``.
+"""Command line: ``sheafsim run CONFIG.toml``, ``sheafsim report RUN_DIR`` and
+``sheafsim bench``.
 
 ``sheafsim run`` exits with 0 when the run converged (or a training run
 completed), 3 when it ended with ``max_steps``, ``diverged`` or
 ``non_finite``, 4 when a vertex actor failed (``summary.json`` then has status
 ``failed``), 130 when it was stopped with Ctrl-C (status ``interrupted``), and 2
 on a bad configuration or an unreachable cluster.
+
+``sheafsim report`` exits with 0 when it read every file of the run, 3 when it
+wrote the report but some files were unreadable or a figure failed, and 2 when
+the directory is not a run.
 """
 
 from __future__ import annotations
@@ -153,6 +158,23 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from sheafsim.report import write_report
+
+    try:
+        result = write_report(args.run_dir, args.output)
+    except ImportError as error:
+        raise SheafsimError(str(error)) from None
+    print(result.html)
+    for figure in result.figures:
+        print(figure)
+    for note in result.notes:
+        print(f"sheafsim: note: {note}", file=sys.stderr)
+    for file, message in result.problems.items():
+        print(f"sheafsim: problem: {file}: {message}", file=sys.stderr)
+    return 3 if result.problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``sheafsim`` command."""
     parser = argparse.ArgumentParser(
@@ -185,6 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--quiet", action="store_true", help="print only the summary")
     run.set_defaults(handler=_run)
+
+    report = commands.add_parser(
+        "report", help="draw the figures of a run directory into an HTML report"
+    )
+    report.add_argument("run_dir", help="run directory written by 'sheafsim run'")
+    report.add_argument(
+        "--output",
+        help="directory for report.html and the PNG figures (default: RUN_DIR/report)",
+    )
+    report.set_defaults(handler=_report)
 
     bench = commands.add_parser(
         "bench", help="run benchmarks, write docs/benchmarks.md"
