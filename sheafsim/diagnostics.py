@@ -367,10 +367,9 @@ class PinnedDiscordResult:
     labels : ndarray, shape (n_{k+1}, batch)
         The values the output was pinned to.
     energy_trace : dict of str to list
-        ``"step"`` and ``"energy"`` every ``check_every`` steps (in process),
-        or once per report interval (on actors).
+        ``"step"`` and ``"energy"`` every ``check_every`` steps.
     diffusion : DiffusionResult or ActorRunResult
-        The last diffusion run; its ``state`` holds the final stalks.
+        The last diffusion call; its ``state`` holds the final stalks.
     backend : str
         ``"inprocess"`` or ``"actors"``.
     dt : float
@@ -461,9 +460,9 @@ def pinned_discord(
     backend : {"inprocess", "actors"}
         Diffuse with :func:`sheafsim.diffuse`, or on one Ray actor per vertex
         with :func:`sheafsim.runtime.diffuse_on_actors` (synchronous schedule
-        by default, which gives the same iterates). On actors the run is one
-        call that stops at ``tol`` or ``max_steps``; the energy rule is then
-        only judged afterwards, from the reported energies.
+        by default, which gives the same iterates). Both run in calls of
+        ``check_every`` steps, each starting from the state the previous one
+        ended in; on actors every call starts new actors.
     alpha, tol, max_steps
         As in :func:`sheafsim.diffuse`.
     dt : float, optional
@@ -471,7 +470,7 @@ def pinned_discord(
     energy_rtol : float
         Relative energy change below which the run counts as settled.
     check_every : int
-        Steps between two energy checks (in process: steps per diffusion call).
+        Steps between two energy checks, and steps per diffusion call.
     **actor_options
         Extra keywords for ``diffuse_on_actors`` (``schedule``,
         ``report_every``, ``record_dir``, ...); only with ``backend="actors"``.
@@ -492,6 +491,13 @@ def pinned_discord(
         raise InvalidValueError(
             f"options {sorted(actor_options)} apply only to backend='actors'; "
             "drop them or pass backend='actors'"
+        )
+    recording = sorted({"record_dir", "run_id", "overwrite"} & set(actor_options))
+    if recording:
+        raise InvalidValueError(
+            f"pinned_discord does not record tables ({recording} given): it runs "
+            "in calls of check_every steps. Record a pinned run with "
+            "sheafsim.runtime.diffuse_on_actors and pins=[HardPin(...)]"
         )
     for name, value in (("max_steps", max_steps), ("check_every", check_every)):
         if (
@@ -526,46 +532,39 @@ def pinned_discord(
         "integrator": "euler",
     }
     trace: dict[str, list] = {"step": [0], "energy": [initial.energy]}
-    result: Any
     if backend == "inprocess":
-        steps = 0
-        status = "max_steps"
-        while steps < max_steps:
-            chunk = min(int(check_every), int(max_steps) - steps)
-            result = diffuse(
-                net,
-                x,
-                init=state,
-                max_steps=chunk,
-                min_steps=min(5, chunk),
-                record_crossings=False,
-                check_step=steps == 0,
-                **common,
-            )
-            steps += result.steps
-            state = {v: result.state[v] for v in net.free_vertices}
-            trace["step"].append(steps)
-            trace["energy"].append(discord(net, x, state).energy)
-            if result.status != "max_steps":
-                status = result.status
-                break
-            if _energy_settled(trace, int(check_every), float(energy_rtol)):
-                status = "settled"
-                break
+
+        def run_chunk(**options: Any) -> Any:
+            return diffuse(net, x, record_crossings=False, **options)
+
     else:
         from sheafsim.runtime import diffuse_on_actors
 
-        result = diffuse_on_actors(
-            net, x, init=state, max_steps=max_steps, **common, **actor_options
+        def run_chunk(**options: Any) -> Any:
+            return diffuse_on_actors(net, x, **options, **actor_options)
+
+    result: Any = None
+    steps = 0
+    status = "max_steps"
+    while steps < max_steps:
+        chunk = min(int(check_every), int(max_steps) - steps)
+        result = run_chunk(
+            init=state,
+            max_steps=chunk,
+            min_steps=min(5, chunk),
+            check_step=steps == 0,
+            **common,
         )
-        steps = int(result.steps)
-        trace["step"] += list(result.energy_trace["step"])
-        trace["energy"] += list(result.energy_trace["energy"])
-        status = result.status
-        if status == "max_steps" and _energy_settled(
-            trace, int(check_every), float(energy_rtol)
-        ):
+        steps += int(result.steps)
+        state = {v: np.asarray(result.state[v]) for v in net.free_vertices}
+        trace["step"].append(steps)
+        trace["energy"].append(discord(net, x, state).energy)
+        if result.status != "max_steps":
+            status = result.status
+            break
+        if _energy_settled(trace, int(check_every), float(energy_rtol)):
             status = "settled"
+            break
     final = discord(net, x, result.state)
     return PinnedDiscordResult(
         discord=final,

@@ -203,6 +203,8 @@ def test_pinned_discord_bad_input():
         dg.pinned_discord(net, X, X[0], check_every=0)
     with pytest.raises(InvalidValueError, match="energy_rtol=-1"):
         dg.pinned_discord(net, X, X[0], energy_rtol=-1)
+    with pytest.raises(InvalidValueError, match="does not record tables"):
+        dg.pinned_discord(net, X, X[0], backend="actors", record_dir="runs/p")
     with pytest.raises(InvalidValueError):
         dg.pinned_discord(net, X, X[0][:5])
 
@@ -216,6 +218,10 @@ def test_pinned_discord_on_actors_equals_in_process():
     remote = dg.pinned_discord(net, X, y, backend="actors", report_every=40, **options)
     assert local.steps == remote.steps == 120
     assert local.status == remote.status == "max_steps"
+    assert remote.energy_trace["step"] == [0, 40, 80, 120]
+    np.testing.assert_allclose(
+        remote.energy_trace["energy"], local.energy_trace["energy"], rtol=1e-10
+    )
     for edge, value in local.discord.per_edge.items():
         assert remote.discord.per_edge[edge] == pytest.approx(value, rel=1e-10)
     assert remote.discord.by_layer[1] > 0
@@ -276,3 +282,58 @@ def test_actor_training_spectra_equal_in_process():
             steps_per_epoch=20,
             spectral_every=30,
         )
+
+
+def _assert_same_aggregates(run, report):
+    for by, expected in (
+        ("edge", report.per_edge),
+        ("type", report.by_type),
+        ("layer", report.by_layer),
+    ):
+        recorded = run.discord(by=by)
+        assert set(recorded) == set(expected)
+        for key, value in expected.items():
+            assert recorded[key] == pytest.approx(value, rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_recorded_discord_equals_diagnostics_on_actors(tmp_path):
+    from sheafsim.runtime import diffuse_on_actors
+
+    net = ss.NeuralSheaf.random([3, 6, 5, 2], seed=1, output="sigmoid")
+    result = diffuse_on_actors(
+        net, X, dt=0.05, max_steps=60, report_every=20, record_dir=tmp_path
+    )
+    run = ss.load_run(tmp_path)
+    assert run["edges"].column("step").to_pylist()[-1] == result.steps == 60
+    report = dg.discord(net, X, result)
+    assert report.total > 0
+    _assert_same_aggregates(run, report)
+
+
+def test_recorded_discord_equals_diagnostics_in_process(tmp_path):
+    from sheafsim.config import load_config
+    from sheafsim.experiment import prepare, run_experiment
+
+    path = tmp_path / "run.toml"
+    path.write_text(
+        "[network]\nsource = 'random'\nwidths = [3, 5, 4, 2]\noutput = 'softmax'\n"
+        "seed = 1\n[data]\ndataset = 'random'\nsamples = 6\n"
+        "[diffusion]\ndt = 0.05\nmax_steps = 40\n"
+        "[runtime]\nbackend = 'inprocess'\nreport_every = 10\n"
+    )
+    config = load_config(path)
+    run_experiment(config, tmp_path / "run")
+    experiment = prepare(config)
+    settings = config.diffusion
+    result = ss.diffuse(
+        experiment.net,
+        experiment.x,
+        dt=0.05,
+        max_steps=40,
+        init=settings.init,
+        seed=settings.seed,
+    )
+    assert result.steps == 40
+    run = ss.load_run(tmp_path / "run")
+    _assert_same_aggregates(run, dg.discord(experiment.net, experiment.x, result))
