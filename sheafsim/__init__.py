@@ -4,7 +4,8 @@ Bosca and Ghrist (arXiv:2603.14831) showed that a feedforward ReLU network is a
 cellular sheaf whose forward pass is the unique harmonic extension of the input.
 """
 
-from sheafsim import diagnostics, training
+from sheafsim import backend, diagnostics, training
+from sheafsim.backend import ArrayBackend
 from sheafsim.baseline import GradientDescentResult, train_gradient_descent
 from sheafsim.certificates import (
     Certificate,
@@ -77,6 +78,8 @@ __all__ = [
     "load_run",
     "Run",
     "diagnostics",
+    "backend",
+    "ArrayBackend",
     "discord",
     "pinned_discord",
     "spectrum",

@@ -121,7 +121,9 @@ def initial_state(
         for v in net.free_vertices:
             draw = rng.standard_normal((net.stalk_dim(v), batch))
             values[v] = (
-                draw if xp is np else xp.asarray(draw, dtype=x.dtype, device=_device(x))
+                draw.astype(x.dtype, copy=False)
+                if xp is np
+                else xp.asarray(draw, dtype=x.dtype, device=_device(x))
             )
         return values
     raise InvalidValueError(

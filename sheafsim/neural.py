@@ -479,8 +479,10 @@ def _check_widths(widths: Sequence[int]) -> list[int]:
 def _as_layer(w: Any, b: Any, layer: int) -> tuple[Any, Any]:
     xp = namespace(w) if not isinstance(w, list | tuple) else np
     if xp is np:
-        w = np.asarray(w, dtype=np.float64)
-        b = np.asarray(b, dtype=np.float64)
+        # float32 arrays stay float32 (the float32 backend); all else is float64.
+        dtype = np.float32 if getattr(w, "dtype", None) == np.float32 else np.float64
+        w = np.asarray(w, dtype=dtype)
+        b = np.asarray(b, dtype=dtype)
     else:
         b = xp.asarray(b, dtype=w.dtype, device=w.device)
     if w.ndim != 2:
