@@ -405,18 +405,29 @@ def _stable_dt(
     return 0.5 * stability_limit("euler") / (alpha * lam * 1.02)
 
 
-def _energy_settled(trace: dict[str, list], check_every: int, rtol: float) -> bool:
-    """Whether the energy moved less than ``rtol`` of itself over ``check_every``."""
-    steps, energy = trace["step"], trace["energy"]
-    if len(steps) < 2 or steps[-1] < check_every:
+# A pinned run whose energy goes up and down by less than this share of itself
+# over the last checks, with no trend, counts as settled.
+OSCILLATION_RTOL = 1e-3
+
+
+def _energy_settled(trace: dict[str, list], rtol: float) -> bool:
+    """Whether the energy has stopped moving between the last checks.
+
+    Settled: the last change is below ``rtol`` of the energy, or the last three
+    changes alternate in sign and stay below ``OSCILLATION_RTOL`` of it (a
+    steady oscillation of coordinates that switch their ReLU mask).
+    """
+    energy = trace["energy"]
+    if len(energy) < 3:
         return False
-    last = energy[-1]
-    earlier = [
-        e for s, e in zip(steps, energy, strict=True) if s <= steps[-1] - check_every
-    ]
-    if not earlier:
+    scale = max(abs(energy[-1]), 1e-300)
+    changes = np.diff(energy[-4:])
+    if abs(changes[-1]) <= rtol * scale:
+        return True
+    if len(changes) < 3:
         return False
-    return abs(last - earlier[-1]) <= rtol * max(abs(last), 1e-300)
+    alternating = bool(np.all(changes[1:] * changes[:-1] < 0))
+    return alternating and bool(np.all(np.abs(changes) <= OSCILLATION_RTOL * scale))
 
 
 def pinned_discord(
@@ -431,6 +442,7 @@ def pinned_discord(
     max_steps: int = 20_000,
     energy_rtol: float = 1e-5,
     check_every: int = 1000,
+    check_step: bool = True,
     **actor_options: Any,
 ) -> PinnedDiscordResult:
     """Locate the prediction error of a trained network edge by edge.
@@ -446,7 +458,14 @@ def pinned_discord(
     boundary, where the masks switch every step and the one-step change stays
     near ``dt`` times the force (a sliding mode). The energy still settles, so
     besides the usual ``tol`` rule the run also stops once the energy changed
-    by less than ``energy_rtol`` of itself over ``check_every`` steps.
+    by less than ``energy_rtol`` of itself over ``check_every`` steps, or
+    oscillates by less than 0.1% of itself without a trend.
+
+    For sigmoid and softmax outputs the flow follows the paper's identity
+    output-edge mode: the force on ``z{k+1}`` is ``-(phi(z) - y)``, the
+    cross-entropy gradient, not the gradient of ``|phi(z) - y|^2``. The output
+    edge's discord, and with it the total, can then grow while the other
+    edges relax; compare the affine and activation edges.
 
     Parameters
     ----------
@@ -471,6 +490,9 @@ def pinned_discord(
         Relative energy change below which the run counts as settled.
     check_every : int
         Steps between two energy checks, and steps per diffusion call.
+    check_step : bool
+        Check ``alpha * dt`` against the stability limit before the first
+        step, as :func:`sheafsim.diffuse` does.
     **actor_options
         Extra keywords for ``diffuse_on_actors`` (``schedule``,
         ``report_every``, ``record_dir``, ...); only with ``backend="actors"``.
@@ -492,6 +514,13 @@ def pinned_discord(
             f"options {sorted(actor_options)} apply only to backend='actors'; "
             "drop them or pass backend='actors'"
         )
+    managed = {"init", "state", "pins", "soft_pins", "min_steps", "output_mode"}
+    taken = sorted((managed | {"integrator"}) & set(actor_options))
+    if taken:
+        raise InvalidValueError(
+            f"pinned_discord sets {taken} itself (forward-pass start, the output "
+            "pin, Euler); leave them out"
+        )
     recording = sorted({"record_dir", "run_id", "overwrite"} & set(actor_options))
     if recording:
         raise InvalidValueError(
@@ -499,6 +528,14 @@ def pinned_discord(
             "in calls of check_every steps. Record a pinned run with "
             "sheafsim.runtime.diffuse_on_actors and pins=[HardPin(...)]"
         )
+    for name, value in (("alpha", alpha), ("dt", dt)):
+        if value is not None and not (
+            isinstance(value, int | float | np.floating)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and value > 0
+        ):
+            raise InvalidValueError(f"{name}={value!r} is invalid; use a number > 0")
     for name, value in (("max_steps", max_steps), ("check_every", check_every)):
         if (
             isinstance(value, bool)
@@ -552,7 +589,7 @@ def pinned_discord(
             init=state,
             max_steps=chunk,
             min_steps=min(5, chunk),
-            check_step=steps == 0,
+            check_step=check_step and steps == 0,
             **common,
         )
         steps += int(result.steps)
@@ -562,7 +599,7 @@ def pinned_discord(
         if result.status != "max_steps":
             status = result.status
             break
-        if _energy_settled(trace, int(check_every), float(energy_rtol)):
+        if _energy_settled(trace, float(energy_rtol)):
             status = "settled"
             break
     final = discord(net, x, result.state)
@@ -639,6 +676,7 @@ class SpectralReport:
 
     def block_shares(self, which: Literal["min", "max"] = "min") -> dict[str, float]:
         """Mean share of each block in the extreme eigenvector, over the inputs."""
+        self._vectors(which)
         shares = self.min_shares if which == "min" else self.max_shares
         return {
             block: float(value)

@@ -152,8 +152,34 @@ def _plot_positive(ax: Axes, x: np.ndarray, y: np.ndarray, **style: Any) -> bool
     keep = np.isfinite(y) & (y > 0)
     if not keep.any():
         return False
+    if keep.sum() <= 2:
+        style.setdefault("marker", "o")  # a line of one point is invisible
     ax.plot(x[keep], y[keep], **style)
     return True
+
+
+def _colour(i: int, count: int) -> Any:
+    """Colour of line ``i`` of ``count``: the default cycle, or a colour map
+    when there are more lines than the cycle's ten colours."""
+    if count <= 10:
+        return f"C{i}"
+    from matplotlib import colormaps
+
+    return colormaps["viridis"](i / max(count - 1, 1))
+
+
+def _legend(ax: Axes, count: int) -> None:
+    """Place a legend of ``count`` entries, in columns beside the axes if long."""
+    if count <= 8:
+        ax.legend(fontsize=8, loc="best")
+        return
+    ax.legend(
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        ncol=1 + count // 16,
+        borderaxespad=0,
+    )
 
 
 def _log_scale_if_wide(ax: Axes, *arrays: np.ndarray) -> None:
@@ -211,6 +237,7 @@ def _energy_figure(context: _Context) -> Figure | None:
     at = np.unique(np.concatenate([steps_of for steps_of, _ in crossings.values()]))
     width = float(np.min(np.diff(at))) if at.size > 1 else 1.0
     stacked = np.zeros(at.size)
+    layers = len(crossings)
     for i, (layer, (steps_of, counts)) in enumerate(sorted(crossings.items())):
         heights = np.zeros(at.size)
         heights[np.searchsorted(at, steps_of)] = counts
@@ -219,7 +246,7 @@ def _energy_figure(context: _Context) -> Figure | None:
             heights,
             width,
             bottom=stacked,
-            color=f"C{i + 1}",
+            color=f"C{i + 1}" if layers < 10 else _colour(i, layers),
             linewidth=0,
             label=f"layer {layer}",
         )
@@ -231,9 +258,9 @@ def _energy_figure(context: _Context) -> Figure | None:
         bottom.set_ylim(bottom=0)
         bottom.yaxis.set_major_locator(MaxNLocator(integer=True))
     bottom.set_xlabel("step t")
-    bottom.set_ylabel("mask changes\nfrom t to t+1")
+    bottom.set_ylabel("masks changed\nin step t")
     bottom.set_title("ReLU boundary crossings", fontsize=10)
-    bottom.legend(fontsize=8, loc="upper right")
+    _legend(bottom, layers)
     return figure
 
 
@@ -273,10 +300,11 @@ def _discord_lines_figure(context: _Context, by: str) -> Figure | None:
     figure = _new_figure()
     ax = figure.subplots()
     drawn = 0
-    for i, group in enumerate(dict.fromkeys(over_time["group"].to_pylist())):
+    groups = list(dict.fromkeys(over_time["group"].to_pylist()))
+    for i, group in enumerate(groups):
         rows = over_time.filter(pc.equal(over_time["group"], group))
         label = f"layer {group}" if by == "layer" else str(group)
-        style = {"color": f"C{i}", "label": label}
+        style = {"color": _colour(i, len(groups)), "label": label}
         drawn += _plot_positive(
             ax, _column(rows, "step"), _column(rows, "discord"), **style
         )
@@ -289,7 +317,7 @@ def _discord_lines_figure(context: _Context, by: str) -> Figure | None:
     kind = "edge type" if by == "type" else "layer (affine l + activation l, output)"
     ax.set_title(f"Edge discord by {kind}")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
+    _legend(ax, drawn)
     return figure
 
 
@@ -499,6 +527,7 @@ def _plot_series(
                 values[keep],
                 ls=line,
                 color=colour,
+                marker="o" if keep.sum() <= 2 else None,
                 label=f"{label}, {split}",
             )
     return plotted
@@ -532,7 +561,14 @@ def _loss_figure(context: _Context) -> Figure | None:
         axes[1].set_ylim(0, 1.02)
         axes[1].grid(True, alpha=0.3)
         axes[1].set_title("Accuracy (lines as above)", fontsize=10)
-    axes[-1].set_xlabel("step (joint sheaf step; gradient step for the baseline)")
+    axes[-1].set_xlabel(
+        "step (joint sheaf step; gradient step for the baseline)"
+        if len(series) > 1
+        else "step (joint sheaf step)"
+    )
+    status = (run.summary or {}).get("status")
+    if status not in (None, "completed"):
+        axes[0].set_title(f"Training loss (run {status})")
     return figure
 
 
@@ -585,22 +621,40 @@ def _load_weights(path: Path) -> Any:
 def _pinned_figure(context: _Context) -> Figure | None:
     name = "pinned_discord.png"
     run = context.run
-    training = (run.config or {}).get("training") or {}
-    if not (run.path / "weights.npz").exists() or not training.get("dataset"):
+    weights = run.path / "weights.npz"
+    if not weights.exists():
+        return None
+    training = (run.config or {}).get("training")
+    if not isinstance(training, dict) or not training.get("dataset"):
+        context.notes.append(
+            f"{name} not drawn: config.json names no training data set for weights.npz"
+        )
         return None
     try:
         from sheafsim.datasets import load_dataset
         from sheafsim.diagnostics import pinned_discord
 
-        net = _load_weights(run.path / "weights.npz")
+        try:
+            net = _load_weights(weights)
+        except (OSError, ValueError) as error:
+            raise InvalidValueError(
+                f"weights.npz is not a readable network archive ({error}); rerun "
+                "the training to write it again"
+            ) from None
         data = load_dataset(training["dataset"], seed=training.get("seed", 42))
+        shape = (data.x_train.shape[0], data.y_train.shape[0])
+        if (net.widths[0], net.widths[-1]) != shape:
+            raise InvalidValueError(
+                f"weights.npz has {net.widths[0]} inputs and {net.widths[-1]} "
+                f"outputs, but the {training['dataset']} data set has {shape[0]} "
+                f"and {shape[1]}; the file does not belong to this run"
+            )
         result = pinned_discord(net, data.x_train, data.y_train)
         discord, status = result.discord, str(getattr(result, "status", ""))
         by_layer = {int(k): float(v) for k, v in discord.by_layer.items()}
         by_type = {str(k): float(v) for k, v in discord.by_type.items()}
         total = float(discord.total)
     except Exception as error:  # the report goes on without this figure
-        logger.warning("pinned discord of %s failed: %s", run.path, error)
         context.problems[name] = (
             f"pinned discord of weights.npz on the {training['dataset']} training "
             f"data failed: {type(error).__name__}: {error}"
@@ -705,9 +759,12 @@ def write_report(
     output = Path(output_dir) if output_dir is not None else run.path / "report"
     try:
         output.mkdir(parents=True, exist_ok=True)
+        probe = output / ".sheafsim-write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
     except OSError as error:
         raise InvalidValueError(
-            f"cannot create the report directory {output} ({error}); pass "
+            f"cannot write the report into {output} ({error}); pass "
             "--output with a writable directory"
         ) from None
 
@@ -717,11 +774,19 @@ def write_report(
         (output / name).unlink(missing_ok=True)
         if not _applies(name, run):
             continue
-        figure = draw(context)
-        if figure is None:
+        try:
+            figure = draw(context)
+            if figure is None:
+                continue
+            FigureCanvasAgg(figure)
+            figure.savefig(output / name, dpi=DPI)
+        except Exception as error:  # one bad figure must not cost the others
+            (output / name).unlink(missing_ok=True)
+            context.problems[name] = (
+                f"drawing {name} failed: {type(error).__name__}: {error}; the "
+                "other figures are drawn"
+            )
             continue
-        FigureCanvasAgg(figure)
-        figure.savefig(output / name, dpi=DPI)
         figures.append((output / name, caption))
         logger.info("wrote %s", output / name)
 

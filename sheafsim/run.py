@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sheafsim.errors import SheafsimError
+from sheafsim.errors import InvalidValueError, SheafsimError
 from sheafsim.recording import EDGE_TYPES, SCHEMAS, existing_tables, read_table
 
 if TYPE_CHECKING:
@@ -195,8 +195,9 @@ class Run:
         ------
         TableNotFoundError
             If the run has no readable ``edges.parquet``.
-        RunReadError
-            If ``by`` is not a grouping, or the table has no row at ``step``.
+        InvalidValueError
+            If ``by`` is not a grouping, ``step`` is not an integer, or the
+            table has no row at ``step``.
         """
         _check_grouping(by)
         edges = self._edges()
@@ -208,13 +209,14 @@ class Run:
             )
         if step is None:
             step = int(pc.max(steps).as_py())
-        at_step = edges.filter(pc.equal(steps, step))
+        step = _check_step(step)
+        at_step = edges.filter(pc.equal(steps, pa.scalar(step, pa.int64())))
         if at_step.num_rows == 0:
             first, last = pc.min_max(steps).values()
-            raise RunReadError(
+            raise InvalidValueError(
                 f"edges.parquet of run {self.path} has no rows at step {step}; "
-                f"it covers steps {first} to {last}, at the steps listed in its "
-                "'step' column"
+                f"it covers steps {first} to {last}, with rows every "
+                "runtime.report_every steps (see its 'step' column)"
             )
         grouped = _group(at_step, by)
         return dict(
@@ -244,7 +246,7 @@ class Run:
         ------
         TableNotFoundError
             If the run has no readable ``edges.parquet``.
-        RunReadError
+        InvalidValueError
             If ``by`` is not a grouping.
         """
         _check_grouping(by)
@@ -253,9 +255,18 @@ class Run:
 
 def _check_grouping(by: str) -> None:
     if by not in _GROUPINGS:
-        raise RunReadError(
+        raise InvalidValueError(
             f"invalid grouping by={by!r}; use one of {', '.join(map(repr, _GROUPINGS))}"
         )
+
+
+def _check_step(step: Any) -> int:
+    if isinstance(step, bool) or not isinstance(step, int | np.integer):
+        raise InvalidValueError(
+            f"step={step!r} is invalid; pass an integer step from the 'step' "
+            "column of edges.parquet, or None for the last one"
+        )
+    return int(step)
 
 
 def _group(edges: pa.Table, by: str) -> pa.Table:
@@ -342,6 +353,17 @@ def _read_run_table(path: Path, schema: pa.Schema) -> pa.Table:
         raise RunReadError(
             f"Parquet table {path} lacks the columns {missing}, so it was not "
             f"written by this version of sheafsim; expected {schema.names}"
+        )
+    wrong = [
+        f"{field.name} ({table.schema.field(field.name).type}, expected {field.type})"
+        for field in schema
+        if not table.schema.field(field.name).type.equals(field.type)
+    ]
+    if wrong:
+        raise RunReadError(
+            f"Parquet table {path} has columns of the wrong type: "
+            f"{', '.join(wrong)}; it was not written by sheafsim, so rerun the "
+            "run or remove the file"
         )
     return table
 

@@ -144,6 +144,8 @@ def test_sparse_spectrum_matches_dense_on_wider_net():
         dg.spectrum(net, x, method="qr")
     with pytest.raises(InvalidValueError, match="which='mid'"):
         dense.stability("mid")
+    with pytest.raises(InvalidValueError, match="which='median'"):
+        dense.block_shares("median")
 
 
 def test_pinned_discord_identity_output():
@@ -203,6 +205,16 @@ def test_pinned_discord_bad_input():
         dg.pinned_discord(net, X, X[0], check_every=0)
     with pytest.raises(InvalidValueError, match="energy_rtol=-1"):
         dg.pinned_discord(net, X, X[0], energy_rtol=-1)
+    with pytest.raises(InvalidValueError, match="alpha=0 is invalid"):
+        dg.pinned_discord(net, X, X[0], alpha=0)
+    with pytest.raises(InvalidValueError, match="dt=-0.1 is invalid"):
+        dg.pinned_discord(net, X, X[0], dt=-0.1)
+    with pytest.raises(InvalidValueError, match=r"sets \['pins'\] itself"):
+        dg.pinned_discord(net, X, X[0], backend="actors", pins=[])
+    with pytest.raises(ss.StepSizeError, match="too large"):
+        dg.pinned_discord(net, X, X[0], dt=100.0)
+    unchecked = dg.pinned_discord(net, X, X[0], dt=100.0, check_step=False)
+    assert unchecked.status in ("diverged", "non_finite")
     with pytest.raises(InvalidValueError, match="does not record tables"):
         dg.pinned_discord(net, X, X[0], backend="actors", record_dir="runs/p")
     with pytest.raises(InvalidValueError):
@@ -337,3 +349,18 @@ def test_recorded_discord_equals_diagnostics_in_process(tmp_path):
     assert result.steps == 40
     run = ss.load_run(tmp_path / "run")
     _assert_same_aggregates(run, dg.discord(experiment.net, experiment.x, result))
+
+
+def test_pinned_discord_settles_on_steady_oscillation():
+    from sklearn.datasets import make_classification
+    from sklearn.neural_network import MLPClassifier
+
+    features, labels = make_classification(n_samples=200, n_features=5, random_state=0)
+    model = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2000, random_state=0)
+    model.fit(features, labels)
+    x = features[:50].T
+    result = dg.pinned_discord(model, x, model.predict(features[:50]))
+    assert result.status == "settled"
+    assert result.steps < 20_000
+    last, before = result.energy_trace["energy"][-1], result.energy_trace["energy"][-2]
+    assert abs(last - before) <= dg.OSCILLATION_RTOL * last

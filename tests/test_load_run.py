@@ -12,6 +12,7 @@ from run_configs import DIFFUSION as CONFIG
 
 import sheafsim as ss
 from sheafsim.cli import main
+from sheafsim.errors import InvalidValueError
 from sheafsim.recording import SCHEMAS, RunRecorder, TableWriter, read_table
 from sheafsim.run import RunReadError, TableNotFoundError
 
@@ -214,15 +215,40 @@ def test_discord_over_time_edge_groups(run):
 
 
 def test_discord_unknown_step(run):
-    with pytest.raises(RunReadError, match="no rows at step 3; it covers steps 0"):
+    with pytest.raises(InvalidValueError, match="no rows at step 3; it covers steps 0"):
+        run.discord("type", step=3)
+    with pytest.raises(InvalidValueError, match="rows every runtime.report_every"):
         run.discord("type", step=3)
 
 
+@pytest.mark.parametrize("step", ["10", True, 10.0, None])
+def test_discord_step_must_be_integer(run, step):
+    if step is None:
+        assert run.discord("type", step=None) == run.discord("type")
+        return
+    with pytest.raises(InvalidValueError, match=f"step={step!r} is invalid"):
+        run.discord("type", step=step)
+
+
 def test_discord_invalid_grouping(run):
-    with pytest.raises(RunReadError, match="invalid grouping by='vertex'"):
+    with pytest.raises(InvalidValueError, match="invalid grouping by='vertex'"):
         run.discord("vertex")
-    with pytest.raises(RunReadError, match="use one of 'type', 'layer', 'edge'"):
+    with pytest.raises(InvalidValueError, match="use one of 'type', 'layer', 'edge'"):
         run.discord_over_time("vertex")
+
+
+def test_column_of_wrong_type_is_unreadable(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    table = pq.read_table(copy / "edges.parquet")
+    index = table.schema.get_field_index("discord")
+    table = table.set_column(index, "discord", table["discord"].cast(pa.string()))
+    pq.write_table(table, copy / "edges.parquet")
+    with pytest.raises(RunReadError, match="edges.parquet has columns of the wrong"):
+        ss.load_run(copy)
+    loose = ss.load_run(copy, strict=False)
+    assert "discord (string, expected double)" in loose.problems["edges.parquet"]
+    assert "convergence" in loose.tables
 
 
 def test_pin_rows_grouped_by_type(pinned_run):

@@ -1,6 +1,9 @@
+import json
 import shutil
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from matplotlib.image import imread
 from run_configs import DIFFUSION
@@ -249,3 +252,47 @@ def test_cli_missing_path_exit_2(tmp_path, capsys):
     path = tmp_path / "absent"
     assert main(["report", str(path)]) == 2
     assert f"run directory {path} not found" in capsys.readouterr().err
+
+
+def test_infinite_discord_costs_only_its_figures(diffusion, tmp_path):
+    copy = copy_run(diffusion[0], tmp_path / "run")
+    edges = pq.read_table(copy / "edges.parquet")
+    discord = np.array(edges["discord"].to_pylist())
+    discord[::3] = np.inf
+    index = edges.schema.get_field_index("discord")
+    edges = edges.set_column(index, "discord", pa.array(discord))
+    pq.write_table(edges, copy / "edges.parquet")
+    result = write_report(copy)
+    assert "energy.png" in names(result)
+    assert result.html.exists()
+    for name, message in result.problems.items():
+        assert name.startswith("discord"), name
+        assert "the other figures are drawn" in message
+
+
+def test_training_config_not_a_table(training, tmp_path):
+    copy = copy_run(training[0], tmp_path / "run")
+    config = json.loads((copy / "config.json").read_text())
+    config["training"] = "paraboloid"
+    (copy / "config.json").write_text(json.dumps(config))
+    result = write_report(copy)
+    assert "pinned_discord.png" not in names(result)
+    assert any(note.startswith("pinned_discord.png not drawn") for note in result.notes)
+
+
+def test_corrupt_weights_named(training, tmp_path):
+    copy = copy_run(training[0], tmp_path / "run")
+    (copy / "weights.npz").write_bytes(b"\x00not an archive" * 8)
+    result = write_report(copy)
+    message = result.problems["pinned_discord.png"]
+    assert "weights.npz is not a readable network archive" in message
+    assert "rerun the training" in message
+
+
+def test_cli_output_not_writable_exit_2(diffusion, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("in the way")
+    assert main(["report", str(diffusion[0]), "--output", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write the report into {blocker}" in err
+    assert "writable directory" in err
