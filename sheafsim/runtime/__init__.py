@@ -12,6 +12,7 @@ rule of :func:`sheafsim.dynamics.diffuse` to the vertices' reports.
 from sheafsim.runtime.coordinator import ReportRow
 from sheafsim.runtime.driver import SCHEDULES, ActorRunResult, diffuse_on_actors
 from sheafsim.runtime.general import diffuse_sheaf_on_actors
+from sheafsim.runtime.gpu import check_gpu_memory, estimate_actor_memory
 from sheafsim.runtime.maps import (
     AffineMap,
     IdentityMap,
@@ -27,6 +28,8 @@ __all__ = [
     "diffuse_on_actors",
     "diffuse_sheaf_on_actors",
     "train_on_actors",
+    "estimate_actor_memory",
+    "check_gpu_memory",
     "ActorTrainingResult",
     "ActorRunResult",
     "SCHEDULES",

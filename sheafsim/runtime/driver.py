@@ -20,7 +20,9 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import ray
 
+from sheafsim._backend import to_numpy
 from sheafsim._kernels import edge_discord, neural_residuals
+from sheafsim.backend import ArrayBackend, resolve_backend
 from sheafsim.dynamics import (
     _apply_hard_pins,
     _check_steps,
@@ -32,6 +34,7 @@ from sheafsim.neural import NeuralSheaf
 from sheafsim.pins import HardPin, ResolvedPin, SoftPin, resolve_pins
 from sheafsim.recording import existing_tables
 from sheafsim.runtime.coordinator import ReportRow, StoppingRule
+from sheafsim.runtime.gpu import check_gpu_options, place_on_gpus
 from sheafsim.runtime.local import LOCAL_INTEGRATORS
 from sheafsim.runtime.metrics import ACTOR_TABLES, RecordSettings, pin_edge
 from sheafsim.runtime.runner import ActorRun, ProgressCallback
@@ -128,6 +131,9 @@ class ActorRunResult:
         is the ``crossings`` array of :func:`sheafsim.dynamics.diffuse`,
         counted per step and layer. Under the asynchronous schedule ``step`` is
         the step count of vertex ``z{layer}``. Empty for a general sheaf.
+    backend : str
+        Backend of the stepping vertex actors, as ``name/device/dtype``. The
+        arrays of the result are host numpy float64 whatever the backend.
     """
 
     status: str
@@ -156,6 +162,7 @@ class ActorRunResult:
     crossings: np.ndarray = field(
         default_factory=lambda: np.zeros((0, 3), dtype=np.int64)
     )
+    backend: str = str(ArrayBackend())
 
     @property
     def converged(self) -> bool:
@@ -195,6 +202,10 @@ def diffuse_on_actors(
     run_id: str | None = None,
     overwrite: bool = False,
     flush_seconds: float = 1.0,
+    backend: ArrayBackend | str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    gpus_per_actor: float | None = None,
 ) -> ActorRunResult:
     """Diffuse the neural sheaf with one Ray actor per vertex.
 
@@ -203,11 +214,17 @@ def diffuse_on_actors(
     is the same. Ray must be initialised by the caller; otherwise this calls
     ``ray.init(include_dashboard=False)``, which starts a local instance.
 
+    The driver checks the arguments and builds the vertex specs with host
+    numpy float64 arrays, whatever the arrays of ``net``, ``x`` and ``state``
+    are: torch tensors are copied to the host first. Each stepping vertex
+    actor then moves its stalk, maps and pins to ``backend`` once, when it
+    starts. The arrays of the result are host numpy float64.
+
     Parameters
     ----------
     net : NeuralSheaf
-        Network with numpy weights.
-    x : array_like, shape (n_0, batch)
+        Network with numpy or torch weights.
+    x : array_like or torch.Tensor, shape (n_0, batch)
         Input samples as columns; ``x`` is pinned.
     alpha, dt, tol, min_steps, max_steps, init, seed, state, pins, soft_pins, \
 pin_initial_state, output_mode, check_step
@@ -267,6 +284,21 @@ pin_initial_state, output_mode, check_step
         :class:`~sheafsim.errors.InvalidValueError` before any actor starts.
     flush_seconds : float
         Maximum time a metric row waits in the coordinator's memory.
+    backend, device, dtype
+        Array backend of the stepping vertex actors, resolved by
+        :func:`sheafsim.backend.resolve_backend`: an
+        :class:`~sheafsim.backend.ArrayBackend`, or ``"numpy"`` / ``"torch"``
+        with a device (``"cpu"`` or ``"cuda"``) and a dtype (``"float64"`` or
+        ``"float32"``). Default: numpy, CPU, float64. The backend is not taken
+        from the arrays of ``net``. Static vertices (``x`` and fully pinned
+        ones) compute on host numpy in the same dtype.
+    gpus_per_actor : float, optional
+        CUDA backends only: the share of one GPU in (0, 1] that Ray reserves
+        for each stepping vertex actor. The default ``1 / n`` for ``n``
+        stepping actors puts every actor on one GPU; ``0.25`` puts at most four
+        on each GPU. Before any actor starts the driver checks that the Ray
+        cluster has enough GPUs and that the actors sharing a GPU fit in its
+        memory (:func:`~sheafsim.runtime.gpu.place_on_gpus`).
 
     Returns
     -------
@@ -275,7 +307,9 @@ pin_initial_state, output_mode, check_step
     Raises
     ------
     InvalidValueError, ShapeError, StepSizeError
-        Invalid arguments, before any actor starts.
+        Invalid arguments, before any actor starts. A CUDA backend on a
+        cluster without enough GPUs, or with actors whose estimated memory
+        exceeds a GPU's, raises InvalidValueError before any actor starts too.
     RuntimeFailure
         A vertex actor or the coordinator failed or died (the message names the
         vertex), or the run timed out. Its ``reports`` attribute is the list of
@@ -304,13 +338,13 @@ pin_initial_state, output_mode, check_step
     )
     report_every, window, staleness_bound, convergence_window = options[:4]
     timeout_s, progress_interval_s = options[4:]
+    array_backend = resolve_backend(backend, device, dtype)
+    check_gpu_options(array_backend, gpus_per_actor)
     record = _record_settings(net, record_dir, run_id, overwrite, flush_seconds)
-    if not isinstance(net.weights[0], np.ndarray):
-        raise InvalidValueError(
-            "the actor runtime needs numpy weights; convert the network with "
-            "net.to('numpy')"
-        )
-    x = net.check_input(x)
+    net = host_network(net)
+    x = net.check_input(host_array(x))
+    state = host_mapping(state)
+    init = host_mapping(init)
     names = net.free_vertices
     if inject_fault is not None and inject_fault[0] not in names:
         raise InvalidValueError(
@@ -363,6 +397,7 @@ pin_initial_state, output_mode, check_step
         delays=delays,
         tol=tol,
         convergence_window=convergence_window,
+        backend=array_backend,
     )
     layers = mask_layers(net)
     rule = StoppingRule(
@@ -381,7 +416,10 @@ pin_initial_state, output_mode, check_step
     if not ray.is_initialized():
         logger.info("Ray is not initialised; starting a local instance")
         ray.init(include_dashboard=False)
-    run = ActorRun(specs, settings, rule, record, mask_layers=layers)
+    share = place_on_gpus(specs, settings, gpus_per_actor)
+    run = ActorRun(
+        specs, settings, rule, record, mask_layers=layers, gpus_per_actor=share
+    )
     try:
         end, final, stats, startup_s = run.execute(
             progress, progress_interval_s, timeout_s
@@ -432,7 +470,28 @@ pin_initial_state, output_mode, check_step
         error_vs_exact=error,
         staleness_counts=run.staleness_counts,
         crossings=run.crossings,
+        backend=str(array_backend),
     )
+
+
+def host_network(net: NeuralSheaf) -> NeuralSheaf:
+    """Return ``net`` with host numpy float64 weights, copying it if needed."""
+    arrays = [*net.weights, *net.biases]
+    if all(isinstance(a, np.ndarray) and a.dtype == np.float64 for a in arrays):
+        return net
+    return ArrayBackend().network(net)
+
+
+def host_array(value: Any) -> Any:
+    """Return a torch tensor as a host numpy array and anything else unchanged."""
+    return to_numpy(value) if hasattr(value, "detach") else value
+
+
+def host_mapping(value: Any) -> Any:
+    """Apply :func:`host_array` to every value of a mapping; return others unchanged."""
+    if not isinstance(value, Mapping):
+        return value
+    return {key: host_array(item) for key, item in value.items()}
 
 
 def mask_layers(net: NeuralSheaf) -> dict[str, int]:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from sheafsim.backend import ArrayBackend, resolve_backend
 from sheafsim.dynamics import (
     _apply_hard_pins,
     _check_integrator,
@@ -33,7 +34,8 @@ from sheafsim.dynamics import (
 from sheafsim.errors import InvalidValueError
 from sheafsim.pins import HardPin, ResolvedPin, SoftPin, resolve_pins
 from sheafsim.runtime.coordinator import StoppingRule
-from sheafsim.runtime.driver import ActorRunResult, _check_run_options
+from sheafsim.runtime.driver import ActorRunResult, _check_run_options, host_array
+from sheafsim.runtime.gpu import check_gpu_options, place_on_gpus
 from sheafsim.runtime.maps import MatrixMap
 from sheafsim.runtime.runner import ActorRun, ProgressCallback
 from sheafsim.runtime.spec import DelayModel, EdgeEnd, RunSettings, VertexSpec
@@ -242,6 +244,10 @@ def diffuse_sheaf_on_actors(
     progress_interval_s: float = 1.0,
     timeout_s: float | None = None,
     inject_fault: tuple[Hashable, int] | None = None,
+    backend: ArrayBackend | str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    gpus_per_actor: float | None = None,
 ) -> ActorRunResult:
     """Diffuse a cellular sheaf with one Ray actor per vertex.
 
@@ -272,6 +278,11 @@ convergence_window, progress, progress_interval_s, timeout_s
     inject_fault : tuple of (vertex, int), optional
         ``(vertex, step)``: make the actor of that stepping vertex raise after
         that step. Used to test the failure path.
+    backend, device, dtype, gpus_per_actor
+        As in :func:`sheafsim.runtime.diffuse_on_actors`. Dense maps become
+        arrays of the backend, and scipy.sparse maps sparse COO tensors on
+        torch. The driver copies torch tensors in ``state`` to host numpy
+        float64.
 
     Returns
     -------
@@ -306,6 +317,8 @@ convergence_window, progress, progress_interval_s, timeout_s
         progress,
         progress_interval_s,
     )
+    array_backend = resolve_backend(backend, device, dtype)
+    check_gpu_options(array_backend, gpus_per_actor)
     _check_fixed_maps(sheaf)
     names = actor_names(sheaf)
     if inject_fault is not None and inject_fault[0] not in names:
@@ -315,6 +328,8 @@ convergence_window, progress, progress_interval_s, timeout_s
     if delays is not None:
         delays = _slowdown_by_actor(delays, names)
 
+    if isinstance(state, Mapping):
+        state = {vertex: host_array(value) for vertex, value in state.items()}
     vertices, values = _initial_values(sheaf, state)
     batch = values[0].shape[1]
     dims = {v: sheaf.stalk_dim(v) for v in vertices}
@@ -355,6 +370,7 @@ convergence_window, progress, progress_interval_s, timeout_s
         delays=delays,
         tol=tol,
         convergence_window=options.convergence_window,
+        backend=array_backend,
     )
     rule = StoppingRule(
         tol=tol,
@@ -370,7 +386,8 @@ convergence_window, progress, progress_interval_s, timeout_s
     if not ray.is_initialized():
         logger.info("Ray is not initialised; starting a local instance")
         ray.init(include_dashboard=False)
-    run = ActorRun(specs, settings, rule)
+    share = place_on_gpus(specs, settings, gpus_per_actor)
+    run = ActorRun(specs, settings, rule, gpus_per_actor=share)
     try:
         end, final, stats, startup_s = run.execute(
             progress, options.progress_interval_s, options.timeout_s
@@ -402,4 +419,5 @@ convergence_window, progress, progress_interval_s, timeout_s
         staleness_bound=options.staleness_bound,
         quiescence_rounds=end.quiescence_rounds,
         staleness_counts=run.staleness_counts,
+        backend=str(array_backend),
     )

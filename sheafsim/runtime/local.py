@@ -10,10 +10,11 @@ actor run matches :func:`sheafsim.dynamics.diffuse` to rounding.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from sheafsim._backend import namespace
 from sheafsim.pins import ResolvedPin
 from sheafsim.runtime.spec import DelayModel
 
@@ -32,9 +33,9 @@ __all__ = [
 
 @dataclass
 class _EdgeMessages:
-    by_step: dict[int, np.ndarray] = field(default_factory=dict)
+    by_step: dict[int, Any] = field(default_factory=dict)
     static_from: int | None = None
-    static_value: np.ndarray | None = None
+    static_value: Any = None
 
 
 class Inbox:
@@ -49,11 +50,11 @@ class Inbox:
     def __init__(self, edges: list[str]) -> None:
         self._edges = {edge: _EdgeMessages() for edge in edges}
 
-    def put(self, edge: str, step: int, value: np.ndarray) -> None:
+    def put(self, edge: str, step: int, value: Any) -> None:
         """Store the message of ``edge`` for ``step``."""
         self._edges[edge].by_step[step] = value
 
-    def put_static(self, edge: str, from_step: int, value: np.ndarray) -> None:
+    def put_static(self, edge: str, from_step: int, value: Any) -> None:
         """Store a message of ``edge`` that holds for every step >= ``from_step``."""
         messages = self._edges[edge]
         messages.static_from = from_step
@@ -66,7 +67,7 @@ class Inbox:
             return True
         return messages.static_from is not None and step >= messages.static_from
 
-    def get(self, edge: str, step: int) -> np.ndarray:
+    def get(self, edge: str, step: int) -> Any:
         """Return the message of ``edge`` for ``step``, or raise KeyError if missing."""
         messages = self._edges[edge]
         if step in messages.by_step:
@@ -78,7 +79,7 @@ class Inbox:
 
     def latest(
         self, edge: str, step: int, newest: int | None = None
-    ) -> tuple[int | None, np.ndarray] | None:
+    ) -> tuple[int | None, Any] | None:
         """Return ``(tag, value)`` of the latest usable message of ``edge``.
 
         A static message valid at ``step`` is returned with tag None.
@@ -128,7 +129,7 @@ class Selection(NamedTuple):
         Step tag of each message used, None for a static message.
     """
 
-    values: list[np.ndarray]
+    values: list[Any]
     staleness: int
     tags: list[int | None]
 
@@ -214,7 +215,7 @@ class AsyncSchedule:
 
     def _choose(
         self, inbox: Inbox, edge: str, step: int
-    ) -> tuple[int | None, np.ndarray] | None:
+    ) -> tuple[int | None, Any] | None:
         if self.bound is None:
             return inbox.latest(edge, step)
         chosen = inbox.latest(edge, step, newest=step + self.bound)
@@ -282,27 +283,26 @@ class LocalEuler:
     """Forward Euler ``c <- c + h f(c)`` on one vertex (arXiv:2603.14831).
 
     The one-step change is ``h * max|f|``, as in :mod:`sheafsim.integrators`.
+    Stalks and forces are arrays of any array-API namespace.
     """
 
-    def __init__(self, value: np.ndarray, step_size: float) -> None:
+    def __init__(self, value: Any, step_size: float) -> None:
+        self.xp = namespace(value)
         self.h = step_size
 
-    def evaluation_point(self, value: np.ndarray) -> np.ndarray:
+    def evaluation_point(self, value: Any) -> Any:
         """Return the point at which the next step evaluates forces."""
         return value
 
-    def advance(
-        self, value: np.ndarray, point: np.ndarray, force: np.ndarray
-    ) -> tuple[np.ndarray, float]:
+    def advance(self, value: Any, point: Any, force: Any) -> tuple[Any, float]:
         """Return the new stalk and this vertex's one-step change."""
         new = value + self.h * force
-        return new, self.h * float(np.max(np.abs(force)))
+        return new, self.next_change(value, point, force)
 
-    def next_change(
-        self, value: np.ndarray, point: np.ndarray, force: np.ndarray
-    ) -> float:
+    def next_change(self, value: Any, point: Any, force: Any) -> float:
         """Return the one-step change :meth:`advance` would make, without stepping."""
-        return self.h * float(np.max(np.abs(force)))
+        xp = self.xp
+        return self.h * float(xp.max(xp.abs(force)))
 
     def pin_previous(self, pins: list[ResolvedPin]) -> None:
         """Write hard pins into the kept previous stalk; Euler keeps none."""
@@ -317,38 +317,35 @@ class LocalNesterov:
     ``max|c_next - c|`` and ``h * max|f(y)|``.
     """
 
-    def __init__(self, value: np.ndarray, step_size: float) -> None:
+    def __init__(self, value: Any, step_size: float) -> None:
+        self.xp = namespace(value)
         self.h = step_size
         self.previous = value + 0.0
-        self.counter = np.ones_like(value[:1])
+        self.counter = self.xp.ones_like(value[:1])
 
-    def evaluation_point(self, value: np.ndarray) -> np.ndarray:
+    def evaluation_point(self, value: Any) -> Any:
         """Return the look-ahead point ``c + mu (c - c_prev)``."""
         mu = (self.counter - 1.0) / (self.counter + 2.0)
         return value + mu * (value - self.previous)
 
-    def advance(
-        self, value: np.ndarray, point: np.ndarray, force: np.ndarray
-    ) -> tuple[np.ndarray, float]:
+    def advance(self, value: Any, point: Any, force: Any) -> tuple[Any, float]:
         """Return the new stalk and this vertex's one-step change."""
-        h = self.h
+        xp, h = self.xp, self.h
         new = point + h * force
         change = new - value
-        uphill = np.sum(force * change, axis=0, keepdims=True) < 0
-        self.counter = np.where(uphill, 1.0, self.counter + 1.0)
+        uphill = xp.sum(force * change, axis=0, keepdims=True) < 0
+        self.counter = xp.where(uphill, 1.0, self.counter + 1.0)
         self.previous = value
         max_change = max(
-            float(np.max(np.abs(change))), h * float(np.max(np.abs(force)))
+            float(xp.max(xp.abs(change))), h * float(xp.max(xp.abs(force)))
         )
         return new, max_change
 
-    def next_change(
-        self, value: np.ndarray, point: np.ndarray, force: np.ndarray
-    ) -> float:
+    def next_change(self, value: Any, point: Any, force: Any) -> float:
         """Return the one-step change :meth:`advance` would make, without stepping."""
-        h = self.h
+        xp, h = self.xp, self.h
         change = point + h * force - value
-        return max(float(np.max(np.abs(change))), h * float(np.max(np.abs(force))))
+        return max(float(xp.max(xp.abs(change))), h * float(xp.max(xp.abs(force))))
 
     def pin_previous(self, pins: list[ResolvedPin]) -> None:
         """Write hard pins into the previous stalk ``c_prev``.
@@ -366,7 +363,7 @@ LOCAL_INTEGRATORS = ("euler", "nesterov")
 
 
 def make_local(
-    integrator: str, value: np.ndarray, step_size: float
+    integrator: str, value: Any, step_size: float
 ) -> LocalEuler | LocalNesterov:
     """Create the vertex-local integrator ``integrator`` for the initial stalk."""
     if integrator == "euler":

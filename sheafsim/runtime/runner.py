@@ -67,6 +67,9 @@ class ActorRun:
     mask_layers : mapping of str to int, optional
         Layer ``l`` of every pre-activation vertex ``z_l`` whose ReLU boundary
         crossings the run counts, by vertex name.
+    gpus_per_actor : float, optional
+        GPU share that Ray reserves for each stepping vertex actor (see
+        :func:`~sheafsim.runtime.gpu.place_on_gpus`); None reserves no GPU.
 
     Attributes
     ----------
@@ -87,8 +90,10 @@ class ActorRun:
         record: RecordSettings | None = None,
         training: TrainingMonitor | None = None,
         mask_layers: Mapping[str, int] | None = None,
+        gpus_per_actor: float | None = None,
     ) -> None:
         self.training = training
+        self.gpus_per_actor = gpus_per_actor
         self.specs = specs
         self.settings = settings
         self.rule = rule
@@ -187,10 +192,15 @@ class ActorRun:
         deadline = math.inf if timeout_s is None else start + timeout_s
         for spec in self.specs:
             # SPREAD places the vertex actors over all nodes of a cluster.
-            self.vertices[spec.name] = _RemoteVertex.options(
-                name=f"sheafsim-{self.run_id}-{spec.name}",
-                scheduling_strategy="SPREAD",
-            ).remote(spec, self.settings, self.mask_layers.get(spec.name))
+            vertex_options: dict[str, Any] = {
+                "name": f"sheafsim-{self.run_id}-{spec.name}",
+                "scheduling_strategy": "SPREAD",
+            }
+            if self.gpus_per_actor is not None and not spec.static:
+                vertex_options["num_gpus"] = self.gpus_per_actor
+            self.vertices[spec.name] = _RemoteVertex.options(**vertex_options).remote(
+                spec, self.settings, self.mask_layers.get(spec.name)
+            )
         stepping = [spec.name for spec in self.specs if not spec.static]
         options: dict[str, Any] = {"name": f"sheafsim-{self.run_id}-coordinator"}
         if self.record is not None:

@@ -10,12 +10,15 @@ coordinates (arXiv:2603.14831).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from sheafsim.backend import ArrayBackend
 from sheafsim.errors import InvalidValueError
 from sheafsim.neural import NeuralSheaf
 from sheafsim.pins import ResolvedPin
@@ -25,6 +28,7 @@ from sheafsim.runtime.maps import (
     OutputMap,
     ReluMaskMap,
     RestrictionMap,
+    owned_array,
 )
 
 __all__ = [
@@ -34,6 +38,7 @@ __all__ = [
     "RunSettings",
     "neural_vertex_specs",
     "static_edge_discord",
+    "spec_on_backend",
 ]
 
 
@@ -75,9 +80,10 @@ class VertexSpec:
     ----------
     name : str
         Vertex name.
-    value : ndarray, shape (dim, batch)
+    value : array, shape (dim, batch)
         Initial stalk, with hard pins already written when the run pins the
-        initial state.
+        initial state. The driver builds specs with host numpy float64 arrays;
+        the vertex actor moves them to its backend (:func:`spec_on_backend`).
     edges : list of EdgeEnd
         Incident edges, in the order in which their forces are summed.
     hard_pins, soft_pins : list of ResolvedPin
@@ -96,13 +102,13 @@ class VertexSpec:
     """
 
     name: str
-    value: np.ndarray
+    value: Any
     edges: list[EdgeEnd] = field(default_factory=list)
     hard_pins: list[ResolvedPin] = field(default_factory=list)
     soft_pins: list[ResolvedPin] = field(default_factory=list)
     pin_after_first_step: bool = False
     static_from: int | None = None
-    static_value: np.ndarray | None = None
+    static_value: Any = None
     delay_seed: np.random.SeedSequence | None = None
 
     @property
@@ -208,6 +214,10 @@ class RunSettings:
     epoch_steps : int
         Training: steps per epoch. A vertex that learns sends its maps with
         the report of every epoch's last step.
+    backend : ArrayBackend
+        Array library, device and precision of the stepping vertices' stalks,
+        maps and pins. Static vertices compute on host numpy in the same
+        precision, because they never step and hold no GPU.
     """
 
     step_size: float
@@ -223,6 +233,7 @@ class RunSettings:
     convergence_window: int = 10
     weight_rate: float = 0.0
     epoch_steps: int = 0
+    backend: ArrayBackend = ArrayBackend()
 
 
 def neural_vertex_specs(
@@ -390,6 +401,39 @@ def static_edge_discord(specs: list[VertexSpec]) -> dict[str, float]:
             batch = residual.shape[1]
             discord[end.edge] = float(np.sum(residual**2)) / batch
     return discord
+
+
+def spec_on_backend(spec: VertexSpec, backend: ArrayBackend) -> VertexSpec:
+    """Return a copy of ``spec`` with its stalks, maps and pins on ``backend``.
+
+    On the numpy float64 backend the arrays are the spec's own, so the actor
+    computes exactly what it computed before backends existed.
+    """
+    edges = [
+        dataclasses.replace(end, map=end.map.to_backend(backend)) for end in spec.edges
+    ]
+    static_value = spec.static_value
+    if static_value is not None:
+        static_value = owned_array(static_value, backend)
+    return dataclasses.replace(
+        spec,
+        value=owned_array(spec.value, backend),
+        edges=edges,
+        hard_pins=[_pin_on_backend(pin, backend) for pin in spec.hard_pins],
+        soft_pins=[_pin_on_backend(pin, backend) for pin in spec.soft_pins],
+        static_value=static_value,
+    )
+
+
+def _pin_on_backend(pin: ResolvedPin, backend: ArrayBackend) -> ResolvedPin:
+    """Return ``pin`` with its target and coordinate indices on ``backend``."""
+    value = owned_array(pin.value, backend)
+    index: Any = pin.index
+    if backend.name == "torch":
+        import torch
+
+        index = torch.as_tensor(pin.index, dtype=torch.int64, device=backend.device)
+    return dataclasses.replace(pin, index=index, value=value)
 
 
 def _neural_maps(

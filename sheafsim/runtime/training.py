@@ -24,12 +24,20 @@ from typing import Any
 import numpy as np
 import ray
 
+from sheafsim.backend import ArrayBackend, resolve_backend
 from sheafsim.errors import InvalidValueError
 from sheafsim.neural import NeuralSheaf
 from sheafsim.pins import resolve_pins
 from sheafsim.recording import existing_tables
 from sheafsim.runtime.coordinator import StoppingRule
-from sheafsim.runtime.driver import _check_run_options, mask_layers
+from sheafsim.runtime.driver import (
+    _check_run_options,
+    host_array,
+    host_mapping,
+    host_network,
+    mask_layers,
+)
+from sheafsim.runtime.gpu import check_gpu_options, place_on_gpus
 from sheafsim.runtime.metrics import RecordSettings, TrainingMonitor
 from sheafsim.runtime.runner import ActorRun, ProgressCallback
 from sheafsim.runtime.spec import (
@@ -86,6 +94,9 @@ class ActorTrainingResult(TrainingResult):
     crossings : ndarray of int64, shape (n, 3)
         ReLU boundary crossings as rows ``(step, layer, count)``, as in
         :class:`~sheafsim.runtime.driver.ActorRunResult`.
+    backend : str
+        Backend of the stepping vertex actors, as ``name/device/dtype``. The
+        trained network and the stalks are host numpy float64.
     """
 
     schedule: str = "sync"
@@ -97,6 +108,7 @@ class ActorTrainingResult(TrainingResult):
     crossings: np.ndarray = field(
         default_factory=lambda: np.zeros((0, 3), dtype=np.int64)
     )
+    backend: str = str(ArrayBackend())
 
 
 def train_on_actors(
@@ -125,12 +137,21 @@ def train_on_actors(
     overwrite: bool = False,
     spectral_every: int = 0,
     spectral_samples: int = 32,
+    backend: ArrayBackend | str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    gpus_per_actor: float | None = None,
 ) -> ActorTrainingResult:
     """Train ``net`` by the joint sheaf dynamics with one Ray actor per vertex.
 
     The arguments shared with :func:`sheafsim.train` mean the same. The stalks
     are never reset between epochs (warm start), so the synchronous schedule
     reproduces ``train(..., reset_each_epoch=False)``.
+
+    As in :func:`sheafsim.runtime.diffuse_on_actors`, the driver works on host
+    numpy float64 copies of ``net`` and the data, and each stepping vertex
+    actor moves its stalk, maps and pins to ``backend`` when it starts. The
+    weights learn on the backend and come back as host numpy float64.
 
     Parameters
     ----------
@@ -152,6 +173,9 @@ y_test
         multiple of ``steps_per_epoch``: the coordinator computes the spectra
         from the weights sent at epoch ends. A recorded run writes them to
         ``spectra.parquet``.
+    backend, device, dtype, gpus_per_actor
+        As in :func:`sheafsim.runtime.diffuse_on_actors`. The coordinator
+        evaluates losses and spectra on the host in float64.
 
     Returns
     -------
@@ -162,15 +186,18 @@ y_test
     Raises
     ------
     InvalidValueError, ShapeError
-        Bad arguments, before any actor starts.
+        Bad arguments, or a CUDA backend that the cluster cannot hold (see
+        :func:`sheafsim.runtime.diffuse_on_actors`), before any actor starts.
     RuntimeFailure
         A vertex actor or the coordinator failed or died, or the run timed out.
     """
-    if not isinstance(net, NeuralSheaf) or not isinstance(net.weights[0], np.ndarray):
-        raise InvalidValueError(
-            "net must be a NeuralSheaf with numpy weights; convert it with "
-            "net.to('numpy')"
-        )
+    if not isinstance(net, NeuralSheaf):
+        raise InvalidValueError(f"net must be a NeuralSheaf, got {type(net).__name__}")
+    array_backend = resolve_backend(backend, device, dtype)
+    check_gpu_options(array_backend, gpus_per_actor)
+    net = host_network(net)
+    x, y, x_test, y_test = (host_array(a) for a in (x, y, x_test, y_test))
+    init = host_mapping(init)
     inputs = check_training_inputs(
         net, x, y, x_test, y_test, alpha, beta, dt, epochs, steps_per_epoch
     )
@@ -264,6 +291,7 @@ y_test
         convergence_window=convergence_window,
         weight_rate=beta * dt,
         epoch_steps=steps_per_epoch,
+        backend=array_backend,
     )
     # tol 0 never converges, so the run takes all epochs * steps_per_epoch steps.
     rule = StoppingRule(
@@ -283,7 +311,16 @@ y_test
     if not ray.is_initialized():
         logger.info("Ray is not initialised; starting a local instance")
         ray.init(include_dashboard=False)
-    run = ActorRun(specs, settings, rule, record, monitor, mask_layers(start))
+    share = place_on_gpus(specs, settings, gpus_per_actor)
+    run = ActorRun(
+        specs,
+        settings,
+        rule,
+        record,
+        monitor,
+        mask_layers(start),
+        gpus_per_actor=share,
+    )
     try:
         end, final, stats, _ = run.execute(progress, progress_interval_s, timeout_s)
         learners = [spec.name for spec in specs if any(e.trains for e in spec.edges)]
@@ -302,8 +339,12 @@ y_test
         rows = run.call_coordinator("training_rows")
         spectra_rows = run.call_coordinator("spectra_rows")
         state = {v: final[v] for v in names}
-        energy = TrainingStep(trained, x, y, alpha, beta, dt).energy(
-            [state[v] for v in names]
+        # A batch mean, as in every other row of the convergence table.
+        energy = (
+            TrainingStep(trained, x, y, alpha, beta, dt).energy(
+                [state[v] for v in names]
+            )
+            / n_train
         )
         if not finite:
             energy = float("nan")
@@ -348,6 +389,7 @@ y_test
         table_rows=table_rows or {},
         staleness_counts=run.staleness_counts,
         crossings=run.crossings,
+        backend=str(array_backend),
         spectra=(
             {key: [row[key] for row in spectra_rows] for key in SPECTRA_KEYS}
             if spectral_every

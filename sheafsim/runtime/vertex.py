@@ -10,6 +10,15 @@ with ``y_v`` the point where the integrator evaluates forces (the stalk itself
 for Euler) and ``m_e`` the neighbour's message. Hard-pinned coordinates get zero
 force. Messages are pushed with fire-and-forget actor calls, and nothing in the
 step loop blocks on ``ray.get``.
+
+A stepping vertex keeps its stalk, maps and pins on the run's
+:class:`~sheafsim.backend.ArrayBackend` (numpy, or torch on the CPU or a CUDA
+device). Messages travel as host numpy arrays in the backend's precision. A
+vertex converts each restricted value with ``to_numpy`` before it sends it,
+and moves each received value to its backend with ``ArrayBackend.asarray``.
+On the torch CPU backend that conversion shares the memory instead of copying
+it. Final stalks, learned maps and reports leave the actor as host numpy
+float64.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import asyncio
 import functools
 import logging
 import math
+import warnings
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,6 +37,8 @@ import numpy as np
 import ray
 from ray.exceptions import RayError
 
+from sheafsim._backend import to_numpy
+from sheafsim.backend import ArrayBackend
 from sheafsim.errors import RuntimeFailure
 from sheafsim.runtime.local import (
     AsyncSchedule,
@@ -38,7 +50,7 @@ from sheafsim.runtime.local import (
     make_schedule,
 )
 from sheafsim.runtime.maps import AffineMap
-from sheafsim.runtime.spec import RunSettings, VertexSpec
+from sheafsim.runtime.spec import RunSettings, VertexSpec, spec_on_backend
 
 __all__ = ["VertexActor", "VertexCounters", "EndDiagnostics"]
 
@@ -167,6 +179,23 @@ class VertexActor:
     def __init__(
         self, spec: VertexSpec, settings: RunSettings, mask_layer: int | None = None
     ) -> None:
+        backend = settings.backend
+        if spec.static:
+            # A static vertex only sends its restricted values once, so it
+            # needs no device.
+            backend = ArrayBackend("numpy", "cpu", backend.dtype)
+        if backend.name == "torch":
+            # Received messages can be read-only numpy arrays. The vertex
+            # never writes into them, so sharing their memory is safe, and
+            # this process runs only this actor.
+            warnings.filterwarnings(
+                "ignore",
+                message="The given NumPy array is not writable",
+                category=UserWarning,
+            )
+        self.backend = backend
+        self.xp = backend.xp
+        spec = spec_on_backend(spec, backend)
         self.spec = spec
         self.settings = settings
         self.mask_layer = mask_layer
@@ -201,7 +230,7 @@ class VertexActor:
             if end.trains and isinstance(end.map, AffineMap)
         ]
         self._learn_rate = settings.weight_rate
-        self._residuals: dict[str, np.ndarray] = {}
+        self._residuals: dict[str, Any] = {}
         self._unreported: list[float] = []
         self._energy: dict[str, float] = {}
         self._recent: deque[float] = deque(maxlen=settings.convergence_window)
@@ -209,7 +238,7 @@ class VertexActor:
         self._idle_reported = False
         # Mask of z_l that the latest step used, and crossing rows
         # (step, layer, count) not yet reported.
-        self._mask_used: np.ndarray | None = None
+        self._mask_used: Any = None
         self._unreported_crossings: list[tuple[int, int, int]] = []
         self._end = EndDiagnostics()
 
@@ -231,7 +260,9 @@ class VertexActor:
         return self._learned()
 
     def _learned(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        return {edge: (m.weight, m.bias) for edge, m in self._learners}
+        return {
+            edge: (_to_host(m.weight), _to_host(m.bias)) for edge, m in self._learners
+        }
 
     async def stats(self) -> dict[str, int]:
         """Return the vertex's counters (see :class:`VertexCounters`)."""
@@ -249,14 +280,14 @@ class VertexActor:
     @ray.method(num_returns=0)
     async def receive(self, edge: str, step: int, value: np.ndarray) -> None:
         """Store a neighbour's restricted value on ``edge`` for ``step``."""
-        self.inbox.put(edge, step, value)
+        self.inbox.put(edge, step, self.backend.asarray(value))
         self.counters.messages_received += 1
         self._wake.set()
 
     @ray.method(num_returns=0)
     async def receive_static(self, edge: str, from_step: int, value: Any) -> None:
         """Store a restricted value on ``edge`` valid from ``from_step`` on."""
-        self.inbox.put_static(edge, from_step, value)
+        self.inbox.put_static(edge, from_step, self.backend.asarray(value))
         self.counters.messages_received += 1
         self._wake.set()
 
@@ -314,24 +345,24 @@ class VertexActor:
 
         Returns
         -------
-        ndarray, shape (dim, batch)
+        ndarray of float64, shape (dim, batch)
             Stalk at the stopping step (synchronous schedule) or when the stop
-            arrived (asynchronous schedule).
+            arrived (asynchronous schedule), on the host.
         """
         self.neighbours = neighbours
         self.coordinator = coordinator
         try:
             if self.spec.static:
-                return await self._run_static()
+                return _to_host(await self._run_static())
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                return await self._run_stepping()
+                return _to_host(await self._run_stepping())
         finally:
             # Messages still waiting out their latency are dropped, and they
             # were never counted as sent.
             for task in list(self._deliveries):
                 task.cancel()
 
-    async def _run_static(self) -> np.ndarray:
+    async def _run_static(self) -> Any:
         spec = self.spec
         assert spec.static_from is not None and spec.static_value is not None
         if spec.static_from > 0:
@@ -339,7 +370,7 @@ class VertexActor:
         for end in spec.edges:
             if end.neighbour_static:
                 continue
-            restricted = end.map.apply(spec.static_value)
+            restricted = to_numpy(end.map.apply(spec.static_value))
             handle = self.neighbours[end.neighbour]
             self._deliver(
                 handle.receive_static, (end.edge, spec.static_from, restricted)
@@ -353,14 +384,12 @@ class VertexActor:
             return spec.value
         return spec.static_value
 
-    async def _run_stepping(self) -> np.ndarray:
+    async def _run_stepping(self) -> Any:
         spec, settings = self.spec, self.settings
         integrator = make_local(settings.integrator, spec.value, settings.step_size)
         value = spec.value
         # (step t, stalk at t, mask that step t used or None)
-        history: deque[tuple[int, np.ndarray, np.ndarray | None]] = deque(
-            maxlen=settings.window + 1
-        )
+        history: deque[tuple[int, Any, Any]] = deque(maxlen=settings.window + 1)
         history.append((0, value, None))
         point = integrator.evaluation_point(value)
         restricted = self._restrict(point)
@@ -437,7 +466,7 @@ class VertexActor:
         self._end.final_crossings = self._final_crossings(step, value, mask)
         return value
 
-    def _count_crossings(self, point: np.ndarray) -> np.ndarray | None:
+    def _count_crossings(self, point: Any) -> Any:
         """Return the mask that the coming step uses at ``point``.
 
         Also stores the crossing row of the step just taken (``self.step``):
@@ -447,14 +476,14 @@ class VertexActor:
             return None
         mask = point >= 0
         if self._mask_used is not None:
-            changed = int(np.count_nonzero(mask != self._mask_used))
+            changed = int(self.xp.count_nonzero(mask != self._mask_used))
             if changed:
                 self._unreported_crossings.append((self.step, self.mask_layer, changed))
         self._mask_used = mask
         return mask
 
     def _final_crossings(
-        self, step: int, value: np.ndarray, used: np.ndarray | None
+        self, step: int, value: Any, used: Any
     ) -> list[tuple[int, int, int]]:
         """Return the crossing row of the last step ``step``, if it has one.
 
@@ -464,7 +493,7 @@ class VertexActor:
         """
         if self.mask_layer is None or used is None:
             return []
-        changed = int(np.count_nonzero((value >= 0) != used))
+        changed = int(self.xp.count_nonzero((value >= 0) != used))
         return [(step, self.mask_layer, changed)] if changed else []
 
     def _report(self, idle: bool = False) -> None:
@@ -526,7 +555,7 @@ class VertexActor:
         every = self.settings.report_every
         return step % every == 0 or step == self.settings.max_steps
 
-    def _restrict(self, point: np.ndarray) -> list[np.ndarray]:
+    def _restrict(self, point: Any) -> list[Any]:
         """Return ``apply_e(point)`` of every incident edge, in edge order.
 
         A step sends these values and the next step's force uses them again, so
@@ -534,13 +563,16 @@ class VertexActor:
         """
         return [end.map.apply(point) for end in self.spec.edges]
 
-    def _send(self, step: int, restricted: list[np.ndarray]) -> None:
-        """Send ``restricted[i]`` across edge ``i`` to every stepping neighbour."""
+    def _send(self, step: int, restricted: list[Any]) -> None:
+        """Send ``restricted[i]`` across edge ``i`` to every stepping neighbour.
+
+        Each value leaves as a host numpy array, in the backend's precision.
+        """
         for end, value in zip(self.spec.edges, restricted, strict=True):
             if end.neighbour_static:
                 continue
             handle = self.neighbours[end.neighbour]
-            args = (end.edge, step, value)
+            args = (end.edge, step, to_numpy(value))
             channel = self._channels.get(end.edge)
             if channel is None:
                 self._deliver(handle.receive, args)
@@ -591,9 +623,9 @@ class VertexActor:
     def _next_change(
         self,
         integrator: LocalEuler | LocalNesterov,
-        value: np.ndarray,
-        point: np.ndarray,
-        restricted: list[np.ndarray],
+        value: Any,
+        point: Any,
+        restricted: list[Any],
     ) -> float:
         """Return the one-step change on the latest messages, or inf if one is missing.
 
@@ -611,11 +643,11 @@ class VertexActor:
 
     def _force(
         self,
-        point: np.ndarray,
-        restricted: list[np.ndarray],
-        messages: list[np.ndarray],
+        point: Any,
+        restricted: list[Any],
+        messages: list[Any],
         with_energy: bool,
-    ) -> tuple[np.ndarray, dict[str, float]]:
+    ) -> tuple[Any, dict[str, float]]:
         """Return the heat force at ``point`` and, if asked, the energy terms.
 
         ``restricted`` is :meth:`_restrict` of ``point``. The force is
@@ -623,10 +655,10 @@ class VertexActor:
         as :func:`sheafsim._kernels.neural_forces`, so both agree to the last
         bit.
         """
-        spec = self.spec
+        spec, xp = self.spec, self.xp
         batch = point.shape[1]
         energy: dict[str, float] = {}
-        force: np.ndarray | None = None
+        force: Any = None
         for end, applied, message in zip(spec.edges, restricted, messages, strict=True):
             residual = applied - message
             if end.trains:
@@ -634,14 +666,14 @@ class VertexActor:
             pulled = end.map.pullback_applied(point, applied, residual)
             force = -pulled if force is None else force - pulled
             if with_energy and end.reports_energy:
-                energy[end.edge] = float(np.sum(residual**2)) / batch
+                energy[end.edge] = float(xp.sum(residual**2)) / batch
         if force is None:
-            force = np.zeros_like(point)
+            force = xp.zeros_like(point)
         for pin in spec.soft_pins:
             gap = point[pin.index] - pin.value
             force[pin.index] -= pin.gamma * gap
             if with_energy:
-                penalty = pin.gamma * float(np.sum(gap * gap)) / batch
+                penalty = pin.gamma * float(xp.sum(gap * gap)) / batch
                 energy["soft_pins"] = energy.get("soft_pins", 0.0) + penalty
         for pin in spec.hard_pins:
             if pin.full:
@@ -650,11 +682,12 @@ class VertexActor:
                 force[pin.index] = 0.0
         return force, energy
 
-    def _write_hard_pins(self, value: np.ndarray) -> float:
+    def _write_hard_pins(self, value: Any) -> float:
         """Write the hard pins into ``value`` and return the largest gap closed."""
+        xp = self.xp
         gap = 0.0
         for pin in self.spec.hard_pins:
-            gap = max(gap, float(np.max(np.abs(value[pin.index] - pin.value))))
+            gap = max(gap, float(xp.max(xp.abs(value[pin.index] - pin.value))))
         for pin in self.spec.hard_pins:
             value[pin.index] = pin.value
         return gap
@@ -669,8 +702,8 @@ class VertexActor:
     def _state_at(
         self,
         step: int | None,
-        history: deque[tuple[int, np.ndarray, np.ndarray | None]],
-    ) -> tuple[int, np.ndarray, np.ndarray | None]:
+        history: deque[tuple[int, Any, Any]],
+    ) -> tuple[int, Any, Any]:
         """Return the entry of ``history`` for ``step``: step, stalk and mask used."""
         for entry in history:
             if entry[0] == step:
@@ -686,6 +719,11 @@ class VertexActor:
             f"only steps {history[0][0]}..{history[-1][0]}; the run-ahead window "
             f"{self.settings.window} is too small"
         )
+
+
+def _to_host(array: Any) -> np.ndarray:
+    """Return ``array`` as host numpy float64, without a copy when it already is."""
+    return np.asarray(to_numpy(array), dtype=np.float64)
 
 
 class _LatestValueChannel:
