@@ -201,6 +201,13 @@ def bench_steps_to_tol(quick: bool = False) -> BenchResult:
     )
 
 
+def bench_torch_cpu_step(quick: bool = False) -> BenchResult:
+    """Heat step on torch CPU in float64 and float32 against numpy float64."""
+    from sheafsim import bench_backend
+
+    return bench_backend.bench_torch_cpu_step(quick)
+
+
 def bench_actor_round(quick: bool = False) -> BenchResult:
     """Synchronous Ray round against the in-process step on the digits network."""
     from sheafsim import bench_actors
@@ -243,11 +250,12 @@ def bench_actor_train_round(quick: bool = False) -> BenchResult:
     return bench_training.bench_actor_train_round(quick)
 
 
-# The actor and training benchmarks import Ray and scikit-learn only when they
-# run.
+# The actor, training and torch benchmarks import Ray, scikit-learn and torch
+# only when they run.
 BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     "heat_step": bench_heat_step,
     "steps_to_tol": bench_steps_to_tol,
+    "torch_cpu_step": bench_torch_cpu_step,
     "actor_round": bench_actor_round,
     "actor_messages": bench_actor_messages,
     "async_slow_vertex": bench_async_slow_vertex,
@@ -361,8 +369,20 @@ Written by `sheafsim bench`; rerun it to refresh a section. Times are medians
 over repeats in one process, and each is set against a baseline timed in the same
 process. Absolute times depend on the machine named in each section.
 
-Every number below was measured on CPUs with numpy. The CUDA path is untested on
-GPU hardware.
+Every number below was measured on CPUs, with numpy and, in `torch_cpu_step`,
+with torch's CPU build. The CUDA path (`backend = "torch"`, `device = "cuda"`)
+is untested on GPU hardware: no number here comes from a GPU. On a machine with
+one CUDA GPU, run
+
+```bash
+python examples/gpu_check.py gpu_check.json
+```
+
+to check it. The script compares CUDA float64 with numpy on the reference cases
+and the digits network, runs a short diffusion on CUDA vertex actors, times the
+heat step against the forward pass on a [1024, 4096, 4096, 1024] network, and
+writes the results to `gpu_check.json`. It starts no part after 270 s, which
+should keep it under 5 minutes, but its run time on a GPU has not been measured.
 
 The actor benchmarks (`actor_round`, `actor_messages`, `async_slow_vertex`)
 start a local single-node Ray instance. Other processes on the machine slow

@@ -82,7 +82,7 @@ class _ProgressPrinter:
 
 def _run(args: argparse.Namespace) -> int:
     from sheafsim.config import load_config
-    from sheafsim.experiment import run_experiment
+    from sheafsim.experiment import _finite, run_experiment
 
     overrides = {}
     for item in args.set or []:
@@ -121,8 +121,10 @@ def _run(args: argparse.Namespace) -> int:
         "train_accuracy",
         "baseline",
         "n_actors",
+        "array_backend",
     ]
-    print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=2))
+    shown = {k: summary[k] for k in keys if k in summary}
+    print(json.dumps(_finite(shown), indent=2))
     if summary["status"] not in ("converged", "completed"):
         print(f"{summary['status']}: {summary.get('message', '')}", file=sys.stderr)
     log(f"run directory: {directory}")

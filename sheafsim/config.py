@@ -1,6 +1,6 @@
 """TOML experiment configurations for ``sheafsim run``.
 
-A configuration has up to seven tables; every key is optional::
+A configuration has up to eight tables; every key is optional::
 
     [network]                # where the network comes from
     source = "sklearn"       # "sklearn" (fit on a data set), "random" or "npz"
@@ -43,6 +43,14 @@ A configuration has up to seven tables; every key is optional::
     slowdown = { a1 = 5.0 }  # factor on compute_s per vertex
     seed = 0
 
+    [arrays]                 # where stalks and maps live (ArrayBackend)
+    backend = "numpy"        # "numpy" or "torch"
+    device = "cpu"           # "cpu", or with torch "cuda" or "cuda:N"
+    dtype = "float64"        # "float64" or "float32"
+    gpus_per_actor = 0.25    # actors on "cuda" only: the share of one GPU
+                             # that each vertex actor reserves, in (0, 1];
+                             # default 1 / n for n stepping vertex actors
+
     [training]               # present: train the network instead of diffusing
     dataset = "paraboloid"   # paraboloid, saddle, circular, blobs or digits
     seed = 42                # data set seed
@@ -74,12 +82,15 @@ Unknown tables or keys and values of the wrong type raise
 from __future__ import annotations
 
 import math
+import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from sheafsim.errors import ConfigError
+from sheafsim.backend import BACKENDS, DTYPES, ArrayBackend
+from sheafsim.errors import ConfigError, InvalidValueError
 
 __all__ = [
     "ExperimentConfig",
@@ -88,6 +99,7 @@ __all__ = [
     "DiffusionConfig",
     "RuntimeConfig",
     "DelaysConfig",
+    "ArraysConfig",
     "OutputConfig",
     "load_config",
 ]
@@ -161,6 +173,20 @@ class DelaysConfig:
 
 
 @dataclass(frozen=True)
+class ArraysConfig:
+    """Array library, device and precision of a run; see :class:`ArrayBackend`."""
+
+    backend: str = "numpy"
+    device: str = "cpu"
+    dtype: str = "float64"
+    gpus_per_actor: float | None = None
+
+    def array_backend(self) -> ArrayBackend:
+        """Return the :class:`~sheafsim.backend.ArrayBackend` of this table."""
+        return ArrayBackend(self.backend, self.device, self.dtype)
+
+
+@dataclass(frozen=True)
 class TrainingConfig:
     """Training by sheaf dynamics; see :func:`sheafsim.train`."""
 
@@ -195,6 +221,7 @@ class ExperimentConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     delays: DelaysConfig = field(default_factory=DelaysConfig)
+    arrays: ArraysConfig = field(default_factory=ArraysConfig)
     training: TrainingConfig | None = None
     output: OutputConfig = field(default_factory=OutputConfig)
     source_path: str = ""
@@ -210,6 +237,7 @@ _TABLES = {
     "diffusion": DiffusionConfig,
     "runtime": RuntimeConfig,
     "delays": DelaysConfig,
+    "arrays": ArraysConfig,
     "training": TrainingConfig,
     "output": OutputConfig,
 }
@@ -224,6 +252,8 @@ _CHOICES = {
     ("diffusion", "output_mode"): ("jacobian", "identity"),
     ("runtime", "backend"): ("actors", "inprocess"),
     ("runtime", "schedule"): ("sync", "async"),
+    ("arrays", "backend"): BACKENDS,
+    ("arrays", "dtype"): DTYPES,
     ("training", "dataset"): ("paraboloid", "saddle", "circular", "blobs", "digits"),
 }
 
@@ -236,6 +266,7 @@ _TYPE_WORDS = {
     "int | str": "an integer or a string",
     "float | str": "a number or a string",
     "int | None": "an integer",
+    "float | None": "a number",
     "bool": "true or false",
     "dict[str, float]": "a table of vertex names to numbers",
     "bool | str": 'true, false or "auto"',
@@ -252,6 +283,7 @@ def _check_type(value: Any, annotation: str, where: str) -> Any:
         "int | str": (int, str),
         "float | str": (int, float, str),
         "int | None": (int,),
+        "float | None": (int, float),
         "bool": (bool,),
         "dict[str, float]": (dict,),
         "bool | str": (bool, str),
@@ -287,7 +319,7 @@ def _check_type(value: Any, annotation: str, where: str) -> Any:
                 f"{where}.{bad[0]} must be a number, got {value[bad[0]]!r}"
             )
         return {key: float(item) for key, item in value.items()}
-    if annotation == "float" and isinstance(value, int | float):
+    if annotation in ("float", "float | None") and isinstance(value, int | float):
         return float(value)
     return value
 
@@ -353,6 +385,7 @@ def _check_combination(tables: dict[str, Any], path: str) -> None:
             f"[delays] in {path} injects delays into vertex actors; set "
             "runtime.backend = 'actors' or remove the table"
         )
+    _check_arrays(tables["arrays"], runtime, path)
     training = tables["training"]
     if training is not None:
         network = tables["network"]
@@ -388,6 +421,27 @@ def _check_combination(tables: dict[str, Any], path: str) -> None:
             f"data.samples = {data.samples} in {path} exceeds the {size} samples of "
             f"the {data.dataset!r} data set; use at most {size} or 'all'"
         )
+
+
+def _check_arrays(arrays: ArraysConfig, runtime: RuntimeConfig, path: str) -> None:
+    """Reject a GPU share for a run that has no GPU actors."""
+    if arrays.gpus_per_actor is None:
+        return
+    if runtime.backend != "actors":
+        raise ConfigError(
+            f"arrays.gpus_per_actor in {path} reserves GPUs for vertex actors; "
+            "remove it or set runtime.backend = 'actors'"
+        )
+    if not arrays.device.startswith("cuda"):
+        raise ConfigError(
+            f"arrays.gpus_per_actor in {path} needs arrays.device = 'cuda' (or "
+            f"'cuda:N'), but the device is {arrays.device!r}; remove it or run on "
+            "a GPU"
+        )
+
+
+# "cpu", "cuda" or "cuda:N".
+_DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?")
 
 
 def _check_values(
@@ -459,9 +513,32 @@ def _check_values(
                 fail("slowdown", f"a table of factors > 0 (slowdown.{vertex})")
     if name == "network" and table.max_iter < 1:
         fail("max_iter", ">= 1")
+    if name == "arrays":
+        _check_arrays_values(table, path, fail)
     for key in ("seed",):
         if hasattr(table, key) and getattr(table, key) < 0:
             fail(key, "a non-negative integer")
+
+
+def _check_arrays_values(
+    table: ArraysConfig, path: str, fail: Callable[[str, str], None]
+) -> None:
+    if not _DEVICE_PATTERN.fullmatch(table.device):
+        fail("device", "'cpu', 'cuda' or 'cuda:N'")
+    if table.backend == "numpy" and table.device != "cpu":
+        fail(
+            "device",
+            "'cpu' with arrays.backend = 'numpy'; set arrays.backend = "
+            "'torch' to run on a GPU",
+        )
+    share = table.gpus_per_actor
+    if share is not None and not (math.isfinite(share) and 0 < share <= 1):
+        fail("gpus_per_actor", "in (0, 1]")
+    try:
+        table.array_backend()
+    except InvalidValueError as error:
+        # Only a missing torch is left for ArrayBackend to reject.
+        raise ConfigError(f"[arrays] in {path}: {error}") from None
 
 
 def load_config(

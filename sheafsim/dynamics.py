@@ -28,6 +28,7 @@ import numpy as np
 
 from sheafsim._backend import namespace, to_numpy
 from sheafsim._kernels import edge_discord, neural_forces, neural_residuals
+from sheafsim.backend import ArrayBackend, backend_of, resolve_backend
 from sheafsim.errors import ConvergenceError, InvalidValueError
 from sheafsim.integrators import INTEGRATORS, make_integrator
 from sheafsim.neural import NeuralSheaf, check_seed, state_from_mapping
@@ -55,10 +56,12 @@ class DiffusionResult:
         ``"converged"``, ``"max_steps"``, ``"diverged"`` or ``"non_finite"``.
     steps : int
         Number of steps taken.
-    state : dict of str to ndarray
-        Final stalks, ``x`` included, each of shape ``(dim, batch)``.
-    output : ndarray, shape (n_{k+1}, batch)
-        ``y_out`` for sigmoid/softmax outputs, ``z{k+1}`` otherwise.
+    state : dict of str to array
+        Final stalks, ``x`` included, each of shape ``(dim, batch)``, as arrays
+        of the run's backend (numpy arrays or torch tensors on its device).
+    output : array, shape (n_{k+1}, batch)
+        ``y_out`` for sigmoid/softmax outputs, ``z{k+1}`` otherwise; use
+        :func:`sheafsim.backend.to_numpy` for a host copy.
     max_update : float
         Largest absolute change of a free coordinate in the last step.
     trace : dict of str to list
@@ -130,6 +133,37 @@ def initial_state(
         f"unknown init {init!r}; use 'random', 'zeros', 'forward_pass' or a "
         "mapping of vertex names to arrays"
     )
+
+
+def run_backend(
+    net: NeuralSheaf,
+    backend: ArrayBackend | str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> ArrayBackend | None:
+    """Return the backend that the ``backend``, ``device`` and ``dtype`` options name.
+
+    Returns None when all three are None, so the run stays on the backend of
+    the network's weights. With ``backend`` None but a ``device`` or ``dtype``,
+    the network's array library is kept and only the named fields change.
+    Otherwise the options go through :func:`sheafsim.backend.resolve_backend`.
+    """
+    if backend is None and device is None and dtype is None:
+        return None
+    if backend is None:
+        current = backend_of(net.weights[0])
+        return ArrayBackend(
+            current.name, device or current.device, dtype or current.dtype
+        )
+    return resolve_backend(backend, device, dtype)
+
+
+def network_on(backend: ArrayBackend, net: NeuralSheaf) -> NeuralSheaf:
+    """Return ``net`` when its arrays live on ``backend``, else a converted copy."""
+    arrays = [*net.weights, *net.biases]
+    if all(backend.matches(array) for array in arrays):
+        return net
+    return backend.network(net)
 
 
 def _device(x: Any) -> Any:
@@ -213,6 +247,9 @@ def diffuse(
     check_step: bool = True,
     raise_on_failure: bool = False,
     progress: Callable[[int, float, float], None] | None = None,
+    backend: ArrayBackend | str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> DiffusionResult:
     """Diffuse the neural sheaf from an initial state until it settles.
 
@@ -262,11 +299,40 @@ def diffuse(
         converged, instead of returning the status.
     progress : callable, optional
         Called as ``progress(step, max_change, elapsed_s)`` about once a second.
+    backend : ArrayBackend or {"numpy", "torch"}, optional
+        Array library to run on. The network, ``x`` and an initial state
+        mapping are converted to it (the network passed in is not changed).
+        Default: the backend of the network's weights.
+    device : str, optional
+        ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (torch only).
+    dtype : {"float64", "float32"}, optional
+        Precision of the stalks and maps. Without ``backend``, ``device`` and
+        ``dtype`` change only that field of the network's backend.
 
     Returns
     -------
     DiffusionResult
+
+    Raises
+    ------
+    InvalidValueError, ShapeError
+        Invalid rates, counts, input, initial state, pins or backend, or a
+        CUDA device that this process cannot use.
+    StepSizeError
+        With ``check_step``, when ``alpha * dt`` exceeds the stability limit.
+    ConvergenceError
+        With ``raise_on_failure``, when the run did not converge.
     """
+    chosen = run_backend(net, backend, device, dtype)
+    if chosen is not None:
+        net = network_on(chosen, net)
+        if chosen.name == "numpy":
+            # check_input reads tensors through numpy, which fails on a GPU.
+            x = to_numpy(x)
+        if isinstance(init, Mapping):
+            init = chosen.state(init)
+        if state is not None:
+            state = chosen.state(state)
     alpha = _positive("alpha", alpha)
     dt = _positive("dt", dt)
     tol = _positive("tol", tol)

@@ -7,7 +7,8 @@ The run directory contains:
   the coordinator during an actor run, written at the end of an in-process
   run), and ``vertices.parquet``, the counters of every vertex actor;
 * ``summary.json``: status, steps, wall time, final energy, errors against the
-  forward pass and against the source model, schedule, actors and Ray address;
+  forward pass and against the source model, schedule, actors, Ray address and
+  array backend (``array_backend``, for example ``"torch/cpu/float32"``);
   written at the end, also when a vertex actor dies (status ``failed``);
 * ``outputs.npy``, the final output stalk, shape ``(n_out, samples)``, unless
   the run failed.
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from sheafsim.backend import to_numpy
 from sheafsim.config import ExperimentConfig
 from sheafsim.dynamics import diffuse, initial_state
 from sheafsim.errors import ConfigError, RuntimeFailure, SheafsimError
@@ -169,10 +171,13 @@ def resolve_dt(config: ExperimentConfig, experiment: Experiment) -> tuple[float,
 
 
 def _energy(net: NeuralSheaf, state: dict[str, Any]) -> float:
+    """Return the sheaf energy of ``state`` in numpy float64 on the host."""
     from sheafsim._kernels import edge_discord, neural_residuals
 
-    x = state["x"]
-    values = [state[v] for v in net.free_vertices]
+    x = np.asarray(to_numpy(state["x"]), dtype=np.float64)
+    values = [
+        np.asarray(to_numpy(state[v]), dtype=np.float64) for v in net.free_vertices
+    ]
     first = net.weights[0] @ x + net.biases[0]
     res = neural_residuals(np, net, first, values)
     return 0.5 * sum(edge_discord(np, net, res).values())
@@ -363,6 +368,23 @@ def run_experiment(
     say = log or (lambda message: logger.info("%s", message))
     directory = Path(output_dir or config.output.directory)
     _prepare_directory(directory, config.output.overwrite)
+    try:
+        return _run_in(directory, config, progress, say)
+    except SheafsimError:
+        # Rejected before it ran (a bad step size, say): drop the config.json
+        # this run wrote, so the directory does not look like a started run.
+        if not (directory / "summary.json").exists():
+            (directory / "config.json").unlink(missing_ok=True)
+        raise
+
+
+def _run_in(
+    directory: Path,
+    config: ExperimentConfig,
+    progress: Progress | None,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Run ``config`` into the prepared ``directory``; see :func:`run_experiment`."""
     run_id = uuid.uuid4().hex[:8]
 
     # Check the address before the model is fitted, so a bad one fails fast.
@@ -397,7 +419,12 @@ def run_experiment(
         "integrator": settings.integrator,
     }
     _write_json(directory / "config.json", _resolved(config, run_id, directory))
-    summary: dict[str, Any] = {"run_id": run_id, "backend": config.runtime.backend}
+    arrays = config.arrays.array_backend()
+    summary: dict[str, Any] = {
+        "run_id": run_id,
+        "backend": config.runtime.backend,
+        "array_backend": str(arrays),
+    }
     if config.runtime.backend == "inprocess":
         result = diffuse(
             experiment.net,
@@ -405,11 +432,13 @@ def run_experiment(
             record_crossings=True,
             record_every=config.runtime.report_every,
             progress=progress,
+            backend=arrays,
             **common,
         )
         summary.update(n_actors=0, schedule="inprocess", ray_address=None)
+        host_state = {v: to_numpy(value) for v, value in result.state.items()}
         summary["table_rows"] = _inprocess_tables(
-            directory, run_id, experiment, result.state, result.trace, result.crossings
+            directory, run_id, experiment, host_state, result.trace, result.crossings
         )
     else:
         import ray
@@ -448,6 +477,8 @@ def run_experiment(
                 record_dir=directory,
                 run_id=run_id,
                 overwrite=True,
+                backend=arrays,
+                gpus_per_actor=config.arrays.gpus_per_actor,
                 **common,
             )
         except RuntimeFailure as failure:
@@ -463,7 +494,7 @@ def run_experiment(
             table_rows=result.table_rows,  # type: ignore[attr-defined]
         )
 
-    output = np.asarray(result.output)
+    output = np.asarray(to_numpy(result.output), dtype=np.float64)
     forward = experiment.net.forward(experiment.x).output
     summary.update(
         status=result.status,
@@ -560,10 +591,12 @@ def _run_training(
     def report(epoch: int, step: int, loss: float | None) -> None:
         say(f"epoch {epoch:>5d}  step {step:>9d}  train loss {loss:.5g}")
 
+    arrays = config.arrays.array_backend()
     summary: dict[str, Any] = {
         "run_id": run_id,
         "task": "training",
         "backend": config.runtime.backend,
+        "array_backend": str(arrays),
         "dataset": training.dataset,
         "widths": net.widths,
     }
@@ -582,6 +615,7 @@ def _run_training(
                 spectral_every=training.spectral_every,
                 spectral_samples=training.spectral_samples,
                 on_spectrum=lambda row: recorder.rows("spectra", [row]),
+                backend=arrays,
                 **common,
             )
         summary.update(n_actors=0, schedule="inprocess", ray_address=None)
@@ -613,6 +647,8 @@ def _run_training(
                 overwrite=True,
                 spectral_every=training.spectral_every,
                 spectral_samples=training.spectral_samples,
+                backend=arrays,
+                gpus_per_actor=config.arrays.gpus_per_actor,
                 **common,
             )
         except RuntimeFailure as failure:
@@ -659,13 +695,13 @@ def _run_training(
             "test_accuracy": baseline.history["test_accuracy"][-1],
             "wall_time_s": baseline.wall_time_s,
         }
-    arrays: dict[str, Any] = {"output": np.array(result.net.output)}
+    weights: dict[str, Any] = {"output": np.array(result.net.output)}
     for i, (w, b) in enumerate(
         zip(result.net.weights, result.net.biases, strict=True), start=1
     ):
-        arrays[f"W{i}"] = np.asarray(w)
-        arrays[f"b{i}"] = np.asarray(b).reshape(-1)
-    np.savez(directory / "weights.npz", **arrays)
+        weights[f"W{i}"] = to_numpy(w)
+        weights[f"b{i}"] = to_numpy(b).reshape(-1)
+    np.savez(directory / "weights.npz", **weights)
     _write_json(directory / "summary.json", summary)
     return summary
 
@@ -737,9 +773,14 @@ def _failed(
     return summary
 
 
-def _finite(summary: dict[str, Any]) -> dict[str, Any]:
-    # JSON has no NaN or infinity, so those become null.
-    return {
-        key: (None if isinstance(value, float) and not math.isfinite(value) else value)
-        for key, value in summary.items()
-    }
+def _finite(value: Any) -> Any:
+    """Replace NaN and infinities, which JSON lacks, by null, at any depth."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    if isinstance(value, float | np.floating) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.floating):
+        return float(value)
+    return value

@@ -15,6 +15,11 @@ output edge, one step is
 Each weight update uses only its own edge's residual and the upstream stalk.
 Losses and accuracies come from the ordinary forward pass of the current
 weights.
+
+The step runs in the array namespace of the network's weights, so the same code
+trains numpy arrays and torch tensors on the CPU or a CUDA device, in float64
+or float32 (:class:`sheafsim.backend.ArrayBackend`). Losses, accuracies and
+spectra are computed on host numpy copies in float64.
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from sheafsim._backend import namespace, to_numpy
 from sheafsim._kernels import neural_forces, neural_residuals
-from sheafsim.dynamics import _apply_hard_pins, _positive, initial_state
+from sheafsim.backend import ArrayBackend, backend_of, resolve_backend
+from sheafsim.dynamics import _apply_hard_pins, _positive, initial_state, network_on
 from sheafsim.errors import InvalidValueError
 from sheafsim.losses import accuracy, loss_for_output, prepare_labels
 from sheafsim.neural import NeuralSheaf
@@ -78,8 +85,10 @@ class TrainingResult:
         ``"completed"`` after every epoch, or ``"diverged"`` when a stalk,
         weight or loss became NaN or infinite.
     net : NeuralSheaf
-        The trained network (the input network is left unchanged). After a
-        divergence: the weights at the end of the last finite epoch.
+        The trained network (the input network is left unchanged), with its
+        weights on the training backend: numpy arrays, or torch tensors on the
+        training device. After a divergence: the weights at the end of the last
+        finite epoch.
     history : dict of str to list
         One entry per evaluation, keys :data:`HISTORY_KEYS`: epoch 0 before
         training, then the end of every epoch (and every ``log_every`` steps
@@ -90,10 +99,13 @@ class TrainingResult:
     wall_time_s : float
         Seconds spent in the training steps, evaluations excluded.
     message : str
-    state : dict of str to ndarray or None
-        Final free stalks, when ``return_state`` was set.
+    state : dict of str to array or None
+        Final free stalks on the training backend, when ``return_state`` was
+        set.
     energy : list of float
-        Sheaf energy (label edge included) at every evaluation.
+        Sheaf energy (label edge and soft pins included) at every evaluation,
+        as a mean over the training samples like the energy of the diffusion
+        tables: :meth:`TrainingStep.energy` divided by ``n_train``.
     spectra : dict of str to list
         Keys :data:`SPECTRA_KEYS`, one entry per spectral evaluation (empty
         unless ``spectral_every`` was set).
@@ -105,7 +117,7 @@ class TrainingResult:
     steps: int
     wall_time_s: float
     message: str = ""
-    state: dict[str, np.ndarray] | None = None
+    state: dict[str, Any] | None = None
     energy: list[float] = field(default_factory=list)
     spectra: dict[str, list] = field(default_factory=dict)
 
@@ -118,12 +130,15 @@ class TrainingResult:
 class TrainingStep:
     """The joint forward-Euler step of stalks and weights on one data batch.
 
+    Every array (weights, ``x``, ``y``, stalks and pin targets) must live on
+    one backend, and the step runs in the array namespace of ``x``.
+
     Parameters
     ----------
     net : NeuralSheaf
         Its weight and bias arrays are updated in place, so pass a copy.
-    x : ndarray, shape (n_0, batch)
-    y : ndarray, shape (n_{k+1}, batch)
+    x : array, shape (n_0, batch)
+    y : array, shape (n_{k+1}, batch)
         Labels, already checked by :func:`sheafsim.losses.prepare_labels`.
     alpha, beta, dt : float
     hard, soft : list of ResolvedPin
@@ -133,8 +148,8 @@ class TrainingStep:
     def __init__(
         self,
         net: NeuralSheaf,
-        x: np.ndarray,
-        y: np.ndarray,
+        x: Any,
+        y: Any,
         alpha: float,
         beta: float,
         dt: float,
@@ -144,6 +159,7 @@ class TrainingStep:
         self.net = net
         self.x = x
         self.y = y
+        self.xp = namespace(x)
         self.stalk_rate = alpha * dt
         self.weight_rate = beta * dt
         self.names = training_vertices(net)
@@ -151,18 +167,18 @@ class TrainingStep:
         self.hard = [(position[p.vertex], p) for p in hard]
         self.soft = [(position[p.vertex], p) for p in soft]
 
-    def residuals_and_forces(self, values: list[np.ndarray]) -> tuple[Any, list]:
+    def residuals_and_forces(self, values: list[Any]) -> tuple[Any, list]:
         """Return the edge residuals and the stalk forces at ``values``."""
-        net = self.net
+        net, xp = self.net, self.xp
         first = net.weights[0] @ self.x + net.biases[0]
         if net.has_output_vertex:
             # The labels stand in the output vertex, so the output residual is
             # phi(z) - y, and the "identity" mode drops the output Jacobian.
-            res = neural_residuals(np, net, first, [*values, self.y])
-            forces = neural_forces(np, net, res, "identity")[:-1]
+            res = neural_residuals(xp, net, first, [*values, self.y])
+            forces = neural_forces(xp, net, res, "identity")[:-1]
         else:
-            res = neural_residuals(np, net, first, values)
-            forces = neural_forces(np, net, res, "identity")
+            res = neural_residuals(xp, net, first, values)
+            forces = neural_forces(xp, net, res, "identity")
             forces[-1] = forces[-1] - (values[-1] - self.y)
         for i, pin in self.soft:
             forces[i][pin.index] -= pin.gamma * (values[i][pin.index] - pin.value)
@@ -173,35 +189,35 @@ class TrainingStep:
                 forces[i][pin.index] = 0.0
         return res, forces
 
-    def __call__(self, values: list[np.ndarray]) -> list[np.ndarray]:
+    def __call__(self, values: list[Any]) -> list[Any]:
         """Take one joint step; update the weights in place, return new stalks."""
-        net = self.net
+        net, xp = self.net, self.xp
         res, forces = self.residuals_and_forces(values)
         rate = self.weight_rate
         for layer in range(net.depth + 1):
             upstream = self.x if layer == 0 else values[2 * layer - 1]
             residual = res.affine[layer]
-            net.weights[layer] -= rate * (residual @ upstream.T)
-            net.biases[layer] -= rate * residual.sum(axis=1, keepdims=True)
+            net.weights[layer] -= rate * (residual @ upstream.mT)
+            net.biases[layer] -= rate * xp.sum(residual, axis=1, keepdims=True)
         step = self.stalk_rate
         return [v + step * f for v, f in zip(values, forces, strict=True)]
 
-    def energy(self, values: list[np.ndarray]) -> float:
+    def energy(self, values: list[Any]) -> float:
         """Return the sheaf energy, the label edge and soft pins included."""
-        net = self.net
+        net, xp = self.net, self.xp
         first = net.weights[0] @ self.x + net.biases[0]
         if net.has_output_vertex:
-            res = neural_residuals(np, net, first, [*values, self.y])
+            res = neural_residuals(xp, net, first, [*values, self.y])
             label = res.output
         else:
-            res = neural_residuals(np, net, first, values)
+            res = neural_residuals(xp, net, first, values)
             label = values[-1] - self.y
-        total = sum(float(np.sum(r * r)) for r in res.affine)
-        total += sum(float(np.sum(s * s)) for s in res.activation)
-        total += float(np.sum(label * label))
+        total = sum(float(xp.sum(r * r)) for r in res.affine)
+        total += sum(float(xp.sum(s * s)) for s in res.activation)
+        total += float(xp.sum(label * label))
         for i, pin in self.soft:
             gap = values[i][pin.index] - pin.value
-            total += pin.gamma * float(np.sum(gap * gap))
+            total += pin.gamma * float(xp.sum(gap * gap))
         return 0.5 * total
 
 
@@ -211,18 +227,25 @@ def training_vertices(net: NeuralSheaf) -> list[str]:
     return names[:-1] if net.has_output_vertex else names
 
 
-def _copy_net(net: NeuralSheaf) -> NeuralSheaf:
-    weights = [np.array(w, dtype=np.float64) for w in net.weights]
-    biases = [np.array(b, dtype=np.float64).reshape(-1) for b in net.biases]
-    return NeuralSheaf(weights, biases, output=net.output)  # type: ignore[arg-type]
+def _copy_net(net: NeuralSheaf, backend: ArrayBackend | None = None) -> NeuralSheaf:
+    """Return a copy of ``net`` on ``backend`` (default: numpy float64)."""
+    return (backend or ArrayBackend()).network(net)
+
+
+def _copy_array(backend: ArrayBackend, value: Any) -> Any:
+    """Return a copy of ``value`` on ``backend`` that shares no memory with it."""
+    converted = backend.asarray(value)
+    return converted.copy() if backend.name == "numpy" else converted.clone()
 
 
 def _start_values(
     net: NeuralSheaf,
-    x: np.ndarray,
+    x: Any,
     init: str | Mapping[str, Any],
     seed: int | None,
-) -> list[np.ndarray]:
+) -> list[Any]:
+    """Return new initial stalks on the backend of ``net``'s weights."""
+    backend = backend_of(net.weights[0])
     names = training_vertices(net)
     if isinstance(init, Mapping):
         missing = [v for v in names if v not in init]
@@ -233,25 +256,29 @@ def _start_values(
             )
         values = []
         for v in names:
-            value = np.array(init[v], dtype=np.float64)
+            value = _copy_array(backend, init[v])
             expected = (net.stalk_dim(v), x.shape[1])
-            if value.shape != expected:
+            if tuple(value.shape) != expected:
                 raise InvalidValueError(
-                    f"initial state of {v!r} has shape {value.shape}; expected "
-                    f"{expected}"
+                    f"initial state of {v!r} has shape {tuple(value.shape)}; "
+                    f"expected {expected}"
                 )
             values.append(value)
         return values
-    start = initial_state(net, x, init, seed)
-    return [np.array(start[v], dtype=np.float64) for v in names]
+    start = initial_state(net, backend.asarray(x), init, seed)
+    return [_copy_array(backend, start[v]) for v in names]
 
 
 def _evaluate(
     net: NeuralSheaf,
-    data: list[tuple[np.ndarray, np.ndarray] | None],
+    data: list[tuple[Any, np.ndarray] | None],
     classification: bool,
 ) -> list[float | None]:
-    """Return train loss, test loss, train accuracy and test accuracy."""
+    """Return train loss, test loss, train accuracy and test accuracy.
+
+    The features may live on the network's backend. The labels are host numpy
+    arrays, and the loss is computed on a host copy of the prediction.
+    """
     loss = loss_for_output(net.output)
     losses: list[float | None] = []
     accuracies: list[float | None] = []
@@ -261,7 +288,7 @@ def _evaluate(
             accuracies.append(None)
             continue
         features, labels = pair
-        prediction = net.forward(features).output
+        prediction = to_numpy(net.forward(features).output)
         losses.append(float(loss(prediction, labels)))
         accuracies.append(
             float(accuracy(prediction, labels)) if classification else None
@@ -269,13 +296,16 @@ def _evaluate(
     return [*losses, *accuracies]
 
 
-def spectra_row(
-    net: NeuralSheaf, x: np.ndarray, epoch: int, step: int
-) -> dict[str, Any]:
-    """Median and quartiles of the extreme eigenvalues of ``net`` over ``x``."""
+def spectra_row(net: NeuralSheaf, x: Any, epoch: int, step: int) -> dict[str, Any]:
+    """Median and quartiles of the extreme eigenvalues of ``net`` over ``x``.
+
+    The eigenvalues are computed with numpy in float64 on host copies of the
+    weights and inputs, whatever backend they live on.
+    """
     from sheafsim.diagnostics import spectral_summary, spectrum
 
-    report = spectrum(net, x)
+    host = ArrayBackend()
+    report = spectrum(network_on(host, net), host.asarray(x))
     stats = spectral_summary(report.lambda_min, report.lambda_max)
     row: dict[str, Any] = {"epoch": epoch, "step": step, "samples": x.shape[1]}
     row.update({key: stats[key] for key in SPECTRA_KEYS[3:]})
@@ -299,6 +329,32 @@ def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise InvalidValueError(f"{name}={value!r} is invalid; use an integer >= 1")
     return int(value)
+
+
+def _training_backend(
+    net: NeuralSheaf,
+    backend: ArrayBackend | str | None,
+    device: str | None,
+    dtype: str | None,
+) -> ArrayBackend:
+    """Return the backend of a training run from the options of :func:`train`."""
+    if backend is not None:
+        return resolve_backend(backend, device, dtype)
+    current = backend_of(net.weights[0])
+    if current.name == "numpy":
+        # numpy weights train in float64 unless a dtype is given.
+        current = ArrayBackend()
+    return ArrayBackend(current.name, device or current.device, dtype or current.dtype)
+
+
+def _weights_finite(xp: Any, weights: list[Any]) -> bool:
+    """Return whether the sum of every weight matrix is finite.
+
+    The per-layer results are combined on the device, so a GPU run waits for
+    one transfer per step, not one per layer.
+    """
+    finite = [xp.isfinite(xp.sum(w)) for w in weights]
+    return bool(xp.all(xp.stack(finite)))
 
 
 class TrainingInputs(NamedTuple):
@@ -328,9 +384,11 @@ def check_training_inputs(
 ) -> TrainingInputs:
     """Check the data, labels, rates and counts of a run; fill in the defaults.
 
-    Shared by :func:`train` and :func:`sheafsim.runtime.train_on_actors`.
+    Shared by :func:`train` and :func:`sheafsim.runtime.train_on_actors`. The
+    returned inputs and labels are host numpy float64 arrays, whatever the
+    backend of ``net``.
     """
-    x = np.asarray(net.check_input(x), dtype=np.float64)
+    x = np.asarray(to_numpy(net.check_input(x)), dtype=np.float64)
     n_train = x.shape[1]
     y = prepare_labels(y, net.widths[-1], net.output, n_samples=n_train)
     if (x_test is None) != (y_test is None):
@@ -339,7 +397,7 @@ def check_training_inputs(
         )
     test = None
     if x_test is not None:
-        features = np.asarray(net.check_input(x_test), dtype=np.float64)
+        features = np.asarray(to_numpy(net.check_input(x_test)), dtype=np.float64)
         labels = prepare_labels(
             y_test, net.widths[-1], net.output, n_samples=features.shape[1]
         )
@@ -380,13 +438,16 @@ def train(
     spectral_every: int = 0,
     spectral_samples: int = 32,
     on_spectrum: Callable[[dict[str, Any]], None] | None = None,
+    backend: ArrayBackend | str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> TrainingResult:
     """Train ``net`` by the joint sheaf dynamics of stalks and weights.
 
     Parameters
     ----------
     net : NeuralSheaf
-        Initial network with numpy weights; it is copied, not modified.
+        Initial network; it is copied to the training backend, not modified.
     x : array_like, shape (n_0, n_train)
         Training inputs as columns.
     y : array_like
@@ -429,6 +490,16 @@ def train(
     on_spectrum : callable, optional
         Receives every spectra row as a dict, with the keys of
         :data:`SPECTRA_KEYS`.
+    backend : ArrayBackend or {"numpy", "torch"}, optional
+        Array library of the weights, stalks and data during training.
+        Default: numpy float64 for a network with numpy weights (float32
+        numpy weights are trained in float64), else the backend of the
+        network's weights.
+    device : str, optional
+        ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (torch only).
+    dtype : {"float64", "float32"}, optional
+        Precision of the training. Without ``backend``, ``device`` and
+        ``dtype`` change only that field of the default backend.
 
     Returns
     -------
@@ -437,19 +508,18 @@ def train(
     Raises
     ------
     InvalidValueError, ShapeError
-        Bad rates, counts, labels or initial state.
+        Bad rates, counts, labels, initial state or backend, or a CUDA device
+        that this process cannot use.
     """
     if not isinstance(net, NeuralSheaf):
         raise InvalidValueError(
             f"net must be a NeuralSheaf, got {type(net).__name__}; build one with "
             "NeuralSheaf.random or NeuralSheaf.from_sklearn"
         )
-    if not isinstance(net.weights[0], np.ndarray):
-        raise InvalidValueError(
-            "training needs numpy weights; convert the network with net.to('numpy')"
-        )
+    chosen = _training_backend(net, backend, device, dtype)
+    trained = _copy_net(net, chosen)
     inputs = check_training_inputs(
-        net, x, y, x_test, y_test, alpha, beta, dt, epochs, steps_per_epoch
+        trained, x, y, x_test, y_test, alpha, beta, dt, epochs, steps_per_epoch
     )
     x, y, test = inputs.x, inputs.y, inputs.test
     alpha, beta, dt = inputs.alpha, inputs.beta, inputs.dt
@@ -472,23 +542,28 @@ def train(
     if init is None:
         init = "forward_pass" if reset_each_epoch else "random"
 
-    trained = _copy_net(net)
+    # The step works on backend copies, while losses and spectra use the host
+    # arrays.
+    x_run, y_run = chosen.asarray(x), chosen.asarray(y)
+    data: list[tuple[Any, np.ndarray] | None] = [(x_run, y)]
+    data.append(None if test is None else (chosen.asarray(test[0]), test[1]))
+    xp = namespace(x_run)
     names = training_vertices(trained)
     dims = {v: trained.stalk_dim(v) for v in names}
-    hard, soft = resolve_pins(pins, soft_pins, dims, n_train, np, x)
-    values = _start_values(trained, x, init, seed)
+    hard, soft = resolve_pins(pins, soft_pins, dims, n_train, xp, x_run)
+    values = _start_values(trained, x_run, init, seed)
     _apply_hard_pins(names, values, hard)
-    stepper = TrainingStep(trained, x, y, alpha, beta, dt, hard, soft)
+    stepper = TrainingStep(trained, x_run, y_run, alpha, beta, dt, hard, soft)
 
     history: dict[str, list] = {key: [] for key in HISTORY_KEYS}
     energy: list[float] = []
 
     def record(epoch: int, step: int) -> float | None:
-        scores = _evaluate(trained, [(x, y), test], classification)
+        scores = _evaluate(trained, data, classification)
         row = dict(zip(HISTORY_KEYS, [epoch, step, *scores], strict=True))
         for key in HISTORY_KEYS:
             history[key].append(row[key])
-        energy.append(stepper.energy(values))
+        energy.append(stepper.energy(values) / n_train)
         if on_record is not None:
             on_record(row)
         if progress is not None:
@@ -513,12 +588,12 @@ def train(
     steps = 0
     wall = 0.0
     status, message = "completed", f"trained {epochs} epochs of {steps_per_epoch} steps"
-    last_good = _copy_net(trained)
+    last_good = _copy_net(trained, chosen)
     # Overflow is reported as a divergence, not as a warning.
     with np.errstate(over="ignore", invalid="ignore"):
         for epoch in range(1, epochs + 1):
             if reset_each_epoch and epoch > 1:
-                values = _start_values(trained, x, "forward_pass", seed)
+                values = _start_values(trained, x_run, "forward_pass", seed)
                 _apply_hard_pins(names, values, hard)
             start = time.perf_counter()
             failed_at = None
@@ -527,7 +602,7 @@ def train(
                 steps += 1
                 # A NaN in a stalk reaches every weight it touches in the next step,
                 # so checking the small weight matrices catches it within one step.
-                if not all(math.isfinite(float(w.sum())) for w in trained.weights):
+                if not _weights_finite(xp, trained.weights):
                     failed_at = steps
                     break
                 if spectral_every and steps % spectral_every == 0:
@@ -556,7 +631,7 @@ def train(
                 logger.warning("training diverged: %s", message)
                 trained = last_good
                 break
-            last_good = _copy_net(trained)
+            last_good = _copy_net(trained, chosen)
     result = TrainingResult(
         status=status,
         net=trained,

@@ -1,7 +1,7 @@
-"""Quick variants of the actor benchmarks of ``sheafsim bench``.
+"""Quick variants of the actor and backend benchmarks of ``sheafsim bench``.
 
-Each test runs one benchmark with ``quick=True`` on the shared local Ray
-instance and checks the shape of its table, not its speed.
+Each test runs one benchmark with ``quick=True`` and checks the shape of its
+table, not its speed. The actor benchmarks use the shared local Ray instance.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import pytest
 from sheafsim.bench import BENCHMARKS, BenchResult
 
 pytest.importorskip("sklearn")
-
-pytestmark = pytest.mark.usefixtures("local_ray")
 
 
 def column(result: BenchResult, name: str) -> list[str]:
@@ -30,6 +28,7 @@ def assert_finite_positive(result: BenchResult, names: list[str]) -> None:
             assert value > 0, f"{name} = {cell}"
 
 
+@pytest.mark.usefixtures("local_ray")
 def test_actor_round_quick():
     result = BENCHMARKS["actor_round"](True)
     assert result.name == "actor_round"
@@ -57,6 +56,7 @@ def test_actor_round_quick():
     assert any(note.startswith("CPU time per round") for note in result.notes)
 
 
+@pytest.mark.usefixtures("local_ray")
 def test_actor_messages_quick():
     result = BENCHMARKS["actor_messages"](True)
     assert result.name == "actor_messages"
@@ -83,6 +83,7 @@ def test_actor_messages_quick():
     assert column(result, "met")[0] in ("yes", "no")
 
 
+@pytest.mark.usefixtures("local_ray")
 def test_async_slow_vertex_quick():
     result = BENCHMARKS["async_slow_vertex"](True)
     assert result.name == "async_slow_vertex"
@@ -123,3 +124,31 @@ def test_async_slow_vertex_quick():
     # tol = 1e-4 leaves both outputs within 1e-2 of the forward pass.
     for error in column(result, "max abs(output - forward)"):
         assert float(error) < 1e-2
+
+
+def test_torch_cpu_step_quick():
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    result = BENCHMARKS["torch_cpu_step"](True)
+    assert result.name == "torch_cpu_step"
+    assert result.columns == [
+        "library",
+        "dtype",
+        "heat step (ms)",
+        "ratio to numpy float64",
+        "ratio range",
+        "max abs(output - numpy float64)",
+    ]
+    assert column(result, "library") == ["numpy", "numpy", "torch", "torch"]
+    assert column(result, "dtype") == ["float64", "float32", "float64", "float32"]
+    assert_finite_positive(result, ["heat step (ms)", "ratio to numpy float64"])
+    assert column(result, "ratio to numpy float64")[0] == "1.00x"
+    gaps = [float(cell) for cell in column(result, "max abs(output - numpy float64)")]
+    assert gaps[0] == 0.0
+    # torch float64 repeats numpy's arithmetic, and float32 differs by its
+    # rounding only.
+    assert gaps[2] <= 1e-12
+    assert 0.0 < gaps[1] < 1e-3
+    assert 0.0 < gaps[3] < 1e-3
+    # The benchmark restores torch's thread count.
+    assert torch.get_num_threads() == threads

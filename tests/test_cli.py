@@ -528,3 +528,13 @@ def test_ctrl_c_ends_with_interrupted_summary(tmp_path):
     from sheafsim.recording import read_table
 
     assert read_table(directory / "convergence.parquet").num_rows >= 1
+
+
+def test_rejected_step_size_leaves_no_config(tmp_path, capsys):
+    out = tmp_path / "rejected"
+    command = ["run", "examples/digits.toml", "--quiet", "--output", str(out)]
+    command += ["--set", "runtime.backend=inprocess", "--set", "data.samples=20"]
+    command += ["--set", "diffusion.dt=5"]
+    assert main(command) == 2
+    assert "too large" in capsys.readouterr().err
+    assert not (out / "config.json").exists()

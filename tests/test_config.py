@@ -204,3 +204,205 @@ def test_staleness_bound_defaults_to_none(tmp_path):
 def test_runtime_config_errors(tmp_path, text, match):
     with pytest.raises(ss.ConfigError, match=match):
         load_config(write(tmp_path, text))
+
+
+def test_arrays_table_defaults(tmp_path):
+    from sheafsim.backend import ArrayBackend
+
+    config = load_config(write(tmp_path, "[diffusion]\ntol = 1e-6\n"))
+    assert config.arrays.gpus_per_actor is None
+    assert config.arrays.array_backend() == ArrayBackend("numpy", "cpu", "float64")
+    assert config.to_dict()["arrays"] == {
+        "backend": "numpy",
+        "device": "cpu",
+        "dtype": "float64",
+        "gpus_per_actor": None,
+    }
+
+
+def test_arrays_table_parses(tmp_path):
+    pytest.importorskip("torch")
+    from sheafsim.backend import ArrayBackend
+
+    text = (
+        "[arrays]\nbackend = 'torch'\ndevice = 'cuda:1'\ndtype = 'float32'\n"
+        "gpus_per_actor = 1\n"
+    )
+    config = load_config(write(tmp_path, text))
+    # A CUDA device is checked when the run starts, not when the file is read.
+    assert config.arrays.array_backend() == ArrayBackend("torch", "cuda:1", "float32")
+    assert config.arrays.gpus_per_actor == 1.0
+    assert isinstance(config.arrays.gpus_per_actor, float)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (
+            "backend = 'jax'",
+            r"arrays.backend in .*experiment.toml is 'jax'; choose one of "
+            r"\['numpy', 'torch'\]",
+        ),
+        ("dtype = 'float16'", r"arrays.dtype in .* is 'float16'; choose one of"),
+        ("dtype = 64", r"arrays.dtype in .* must be a string, got int 64"),
+        (
+            "device = 'tpu'",
+            r"arrays.device in .*experiment.toml is 'tpu'; it must be 'cpu', "
+            r"'cuda' or 'cuda:N'",
+        ),
+        ("backend = 'torch'\ndevice = 'cuda:a'", r"arrays.device .* is 'cuda:a'"),
+        (
+            "device = 'cuda'",
+            r"arrays.device in .* is 'cuda'; it must be 'cpu' with arrays.backend "
+            r"= 'numpy'",
+        ),
+        (
+            "backend = 'torch'\ndevice = 'cuda'\ngpus_per_actor = 0",
+            r"arrays.gpus_per_actor in .* is 0.0; it must be in \(0, 1\]",
+        ),
+        (
+            "backend = 'torch'\ndevice = 'cuda'\ngpus_per_actor = 1.5",
+            r"arrays.gpus_per_actor .* is 1.5; it must be in \(0, 1\]",
+        ),
+        (
+            "gpus_per_actor = 'half'",
+            r"arrays.gpus_per_actor .* must be a number, got str 'half'",
+        ),
+        (
+            "backend = 'torch'\ngpus_per_actor = 0.5",
+            r"arrays.gpus_per_actor in .*experiment.toml needs arrays.device = "
+            r"'cuda'",
+        ),
+        ("precision = 'float32'", r"unknown key arrays.precision in .*experiment"),
+    ],
+)
+def test_arrays_config_errors(tmp_path, text, match):
+    pytest.importorskip("torch")
+    with pytest.raises(ss.ConfigError, match=match):
+        load_config(write(tmp_path, f"[arrays]\n{text}\n"))
+
+
+def test_gpus_per_actor_needs_actors(tmp_path):
+    pytest.importorskip("torch")
+    text = (
+        "[runtime]\nbackend = 'inprocess'\n"
+        "[arrays]\nbackend = 'torch'\ndevice = 'cuda'\ngpus_per_actor = 0.25\n"
+    )
+    with pytest.raises(
+        ss.ConfigError,
+        match=r"arrays.gpus_per_actor in .*experiment.toml reserves GPUs for "
+        "vertex actors",
+    ):
+        load_config(write(tmp_path, text))
+
+
+def test_arrays_override_blamed_on_command_line(tmp_path):
+    path = write(tmp_path, "[arrays]\nbackend = 'numpy'\n")
+    with pytest.raises(
+        ss.ConfigError, match=r"arrays.dtype \(set on the command line\) is 'half'"
+    ):
+        load_config(path, {"arrays.dtype": "half"})
+
+
+RANDOM_NETWORK = """
+[network]
+source = "random"
+widths = [4, 16, 3]
+output = "softmax"
+
+[data]
+dataset = "random"
+samples = 40
+
+[diffusion]
+integrator = "nesterov"
+tol = 1e-5
+
+[runtime]
+backend = "inprocess"
+"""
+
+
+@pytest.mark.parametrize(
+    ("arrays", "expected"),
+    [
+        ("", "numpy/cpu/float64"),
+        ("backend = 'torch'\ndtype = 'float32'", "torch/cpu/float32"),
+        ("dtype = 'float32'", "numpy/cpu/float32"),
+    ],
+)
+def test_run_in_process_on_array_backend(tmp_path, capsys, arrays, expected):
+    import json
+
+    import numpy as np
+
+    from sheafsim.cli import main
+
+    pytest.importorskip("torch")
+    path = write(tmp_path, RANDOM_NETWORK + f"\n[arrays]\n{arrays}\n")
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--output", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["array_backend"] == expected
+    assert summary["status"] == "converged"
+    assert summary["max_abs_error_vs_forward"] < 1e-3
+    assert json.loads(capsys.readouterr().out)["array_backend"] == expected
+    outputs = np.load(out / "outputs.npy")
+    assert outputs.shape == (3, 40)
+    config = json.loads((out / "config.json").read_text())
+    assert str(config["arrays"]["dtype"]) in expected
+
+
+def test_run_on_missing_cuda_exits_with_2(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    from sheafsim.cli import main
+
+    path = write(tmp_path, RANDOM_NETWORK)
+    command = ["run", str(path), "--output", str(tmp_path / "run"), "--quiet"]
+    command += ["--set", "arrays.backend=torch", "--set", "arrays.device=cuda"]
+    assert main(command) == 2
+    assert "torch sees no CUDA device" in capsys.readouterr().err
+
+
+def test_training_run_on_torch(tmp_path):
+    import json
+
+    import numpy as np
+
+    from sheafsim.cli import main
+
+    pytest.importorskip("torch")
+    out = tmp_path / "train"
+    command = ["run", "examples/paraboloid_train.toml", "--output", str(out)]
+    command += ["--quiet", "--set", "runtime.backend=inprocess"]
+    command += ["--set", "training.epochs=2", "--set", "training.steps_per_epoch=50"]
+    command += ["--set", "training.baseline_lr=0", "--set", "arrays.backend=torch"]
+    assert main(command) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["array_backend"] == "torch/cpu/float64"
+    assert summary["status"] == "completed"
+    assert isinstance(summary["train_loss"], float)
+    with np.load(out / "weights.npz") as archive:
+        assert archive["W1"].shape == (30, 2)
+        assert archive["W1"].dtype == np.float64
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_run_on_actors_on_torch(tmp_path):
+    import json
+
+    from sheafsim.cli import main
+
+    pytest.importorskip("torch")
+    path = write(tmp_path, RANDOM_NETWORK)
+    out = tmp_path / "run"
+    command = ["run", str(path), "--output", str(out), "--quiet"]
+    command += ["--set", "runtime.backend=actors", "--set", "arrays.backend=torch"]
+    command += ["--set", "arrays.dtype=float32"]
+    assert main(command) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["array_backend"] == "torch/cpu/float32"
+    assert summary["status"] == "converged"
+    assert summary["max_abs_error_vs_forward"] < 1e-3
