@@ -488,6 +488,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run every part and write the report; return 0 when every part passed."""
     args = parse_arguments(argv)
     output = Path(args.output)
+    if output.is_dir() or not output.parent.is_dir():
+        print(
+            f"gpu_check: cannot write {output}: give a file path in an existing "
+            "folder, for example gpu_check.json",
+            file=sys.stderr,
+        )
+        return 2
     mode = {"device": "cpu" if args.cpu else "cuda", "quick": bool(args.quick)}
     report = Report(output, args.budget_s, mode)
     say(f"device {mode['device']}, report {output}")

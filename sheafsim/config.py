@@ -424,19 +424,30 @@ def _check_combination(tables: dict[str, Any], path: str) -> None:
 
 
 def _check_arrays(arrays: ArraysConfig, runtime: RuntimeConfig, path: str) -> None:
-    """Reject a GPU share for a run that has no GPU actors."""
+    """Reject devices and GPU shares that the chosen runtime cannot use."""
+    device = arrays.device
+    if (
+        runtime.backend == "actors"
+        and device.startswith("cuda:")
+        and device != "cuda:0"
+    ):
+        raise ConfigError(
+            f"arrays.device = {device!r} in {path} cannot be used with vertex "
+            "actors: Ray gives each actor its own GPU, which it sees as 'cuda'; "
+            "set arrays.device = 'cuda'"
+        )
     if arrays.gpus_per_actor is None:
         return
+    needs = []
     if runtime.backend != "actors":
+        needs.append("runtime.backend = 'actors'")
+    if not device.startswith("cuda"):
+        needs.append("arrays.device = 'cuda'")
+    if needs:
         raise ConfigError(
-            f"arrays.gpus_per_actor in {path} reserves GPUs for vertex actors; "
-            "remove it or set runtime.backend = 'actors'"
-        )
-    if not arrays.device.startswith("cuda"):
-        raise ConfigError(
-            f"arrays.gpus_per_actor in {path} needs arrays.device = 'cuda' (or "
-            f"'cuda:N'), but the device is {arrays.device!r}; remove it or run on "
-            "a GPU"
+            f"arrays.gpus_per_actor in {path} reserves GPUs for vertex actors, so "
+            f"it needs {' and '.join(needs)} (the device is {device!r}); set "
+            f"{' and '.join(needs)}, or remove arrays.gpus_per_actor"
         )
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from sheafsim._backend import namespace, to_numpy
 from sheafsim._kernels import edge_discord, neural_forces, neural_residuals
-from sheafsim.backend import ArrayBackend, backend_of, resolve_backend
+from sheafsim.backend import ArrayBackend, backend_of, check_tolerance, resolve_backend
 from sheafsim.errors import ConvergenceError, InvalidValueError
 from sheafsim.integrators import INTEGRATORS, make_integrator
 from sheafsim.neural import NeuralSheaf, check_seed, state_from_mapping
@@ -353,6 +353,7 @@ def diffuse(
         )
     _check_integrator(integrator)
     x = net.check_input(x)
+    check_tolerance(x.dtype, tol)
     xp = namespace(x)
     batch = x.shape[1]
     names = net.free_vertices

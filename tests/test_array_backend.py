@@ -75,3 +75,13 @@ def test_conversions_keep_backend_through_diffusion(backend):
     np.testing.assert_allclose(ss.backend.to_numpy(result.output), expected, atol=atol)
     # The source network is left as it was.
     assert net.weights[0].dtype == np.float64
+
+
+def test_float32_tolerance_warning():
+    net = ss.NeuralSheaf.random([3, 4, 1], seed=0)
+    with pytest.warns(UserWarning, match="tol=1e-09 is below what float32"):
+        ss.diffuse(net, X, dtype="float32", max_steps=20)
+    with pytest.warns(UserWarning, match="use tol >= 1e-06 with float32"):
+        from sheafsim.backend import check_tolerance
+
+        check_tolerance(torch.float32, 1e-8)

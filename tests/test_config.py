@@ -225,14 +225,28 @@ def test_arrays_table_parses(tmp_path):
     from sheafsim.backend import ArrayBackend
 
     text = (
+        "[runtime]\nbackend = 'inprocess'\n"
         "[arrays]\nbackend = 'torch'\ndevice = 'cuda:1'\ndtype = 'float32'\n"
-        "gpus_per_actor = 1\n"
     )
     config = load_config(write(tmp_path, text))
     # A CUDA device is checked when the run starts, not when the file is read.
     assert config.arrays.array_backend() == ArrayBackend("torch", "cuda:1", "float32")
-    assert config.arrays.gpus_per_actor == 1.0
-    assert isinstance(config.arrays.gpus_per_actor, float)
+    assert config.arrays.gpus_per_actor is None
+    shared = load_config(
+        write(
+            tmp_path,
+            "[arrays]\nbackend = 'torch'\ndevice = 'cuda'\ngpus_per_actor = 1\n",
+        )
+    )
+    assert shared.arrays.gpus_per_actor == 1.0
+    assert isinstance(shared.arrays.gpus_per_actor, float)
+
+
+def test_cuda_index_rejected_on_actors(tmp_path):
+    pytest.importorskip("torch")
+    text = "[arrays]\nbackend = 'torch'\ndevice = 'cuda:1'\n"
+    with pytest.raises(ss.ConfigError, match="set arrays.device = 'cuda'"):
+        load_config(write(tmp_path, text))
 
 
 @pytest.mark.parametrize(
@@ -270,8 +284,8 @@ def test_arrays_table_parses(tmp_path):
         ),
         (
             "backend = 'torch'\ngpus_per_actor = 0.5",
-            r"arrays.gpus_per_actor in .*experiment.toml needs arrays.device = "
-            r"'cuda'",
+            r"arrays.gpus_per_actor in .*experiment.toml reserves GPUs for vertex "
+            r"actors, so it needs arrays.device = 'cuda'",
         ),
         ("precision = 'float32'", r"unknown key arrays.precision in .*experiment"),
     ],
@@ -389,6 +403,7 @@ def test_training_run_on_torch(tmp_path):
         assert archive["W1"].dtype == np.float64
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("local_ray")
 def test_run_on_actors_on_torch(tmp_path):
     import json

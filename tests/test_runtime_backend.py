@@ -396,6 +396,16 @@ def test_memory_guard_when_one_actor_is_too_large():
         check_gpu_memory({"z1": 9 * GIB}, 8 * GIB, actors_per_gpu=1)
 
 
+def test_memory_guard_advice_fits_the_run():
+    with pytest.raises(InvalidValueError) as raised:
+        check_gpu_memory({"z1": 9 * GIB}, 8 * GIB, actors_per_gpu=1, dtype="float32")
+    assert "dtype='float32'" not in str(raised.value)
+    assert "1 actor per GPU" in str(raised.value)
+    assert "fewer actors on each GPU" not in str(raised.value)
+    with pytest.raises(InvalidValueError, match="the CUDA context alone"):
+        check_gpu_memory({"z1": 10}, GIB // 4, actors_per_gpu=1, context_bytes=GIB // 2)
+
+
 def test_gpu_share_rounds_down_to_ray_unit():
     assert gpu_share(None, 6) == pytest.approx(0.1666)
     assert actors_per_gpu(gpu_share(None, 6), 6) == 6

@@ -81,7 +81,9 @@ def check_staleness_against_vertices(directory):
     ("integrator", "dt", "tol", "max_steps", "status"),
     [
         ("euler", 0.2, 1e-4, 100_000, "converged"),
-        ("nesterov", 0.1, 1e-6, 100_000, "converged"),
+        pytest.param(
+            "nesterov", 0.1, 1e-6, 100_000, "converged", marks=pytest.mark.slow
+        ),
         # The last row compares the mask of the final stalk, not of the next
         # look-ahead point. In this run both counts are nonzero and differ.
         ("nesterov", 0.05, 1e-8, 30, "max_steps"),

@@ -22,7 +22,7 @@ import ray
 
 from sheafsim._backend import to_numpy
 from sheafsim._kernels import edge_discord, neural_residuals
-from sheafsim.backend import ArrayBackend, resolve_backend
+from sheafsim.backend import ArrayBackend, check_tolerance, resolve_backend
 from sheafsim.dynamics import (
     _apply_hard_pins,
     _check_steps,
@@ -339,6 +339,7 @@ pin_initial_state, output_mode, check_step
     report_every, window, staleness_bound, convergence_window = options[:4]
     timeout_s, progress_interval_s = options[4:]
     array_backend = resolve_backend(backend, device, dtype)
+    check_tolerance(array_backend.dtype, tol)
     check_gpu_options(array_backend, gpus_per_actor)
     record = _record_settings(net, record_dir, run_id, overwrite, flush_seconds)
     net = host_network(net)

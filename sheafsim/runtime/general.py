@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from sheafsim.backend import ArrayBackend, resolve_backend
+from sheafsim.backend import ArrayBackend, check_tolerance, resolve_backend
 from sheafsim.dynamics import (
     _apply_hard_pins,
     _check_integrator,
@@ -318,6 +318,7 @@ convergence_window, progress, progress_interval_s, timeout_s
         progress_interval_s,
     )
     array_backend = resolve_backend(backend, device, dtype)
+    check_tolerance(array_backend.dtype, tol)
     check_gpu_options(array_backend, gpus_per_actor)
     _check_fixed_maps(sheaf)
     names = actor_names(sheaf)

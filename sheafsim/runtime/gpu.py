@@ -197,6 +197,7 @@ def check_gpu_memory(
     *,
     context_bytes: int = 0,
     device_name: str = "the GPU",
+    dtype: str = "float64",
 ) -> None:
     """Raise unless the actors that may share one GPU fit in its memory.
 
@@ -220,20 +221,29 @@ def check_gpu_memory(
         return
     largest = per_actor[0]
     fit = total_bytes // largest
-    if fit >= 1:
-        fix = (
-            f"gpus_per_actor={1 / fit:.4g} places at most {fit} on each GPU and "
-            f"needs {math.ceil(len(per_actor) / fit)} GPUs"
-        )
-    else:
-        fix = "even one actor alone does not fit, so the batch must shrink"
-    raise InvalidValueError(
+    actors = "actor" if sharing == 1 else "actors"
+    summary = (
         f"the vertex actors need an estimated {needed / _GIB:.2f} GiB on one GPU "
-        f"({sharing} actors per GPU, {context_bytes / _GIB:.2f} GiB of CUDA "
-        f"context each), but {device_name} has {total_bytes / _GIB:.2f} GiB. "
-        f"Diffuse fewer samples at a time, use dtype='float32' (half the "
-        f"memory of float64), or put fewer actors on each GPU: {fix}"
+        f"({sharing} {actors} per GPU, {context_bytes / _GIB:.2f} GiB of CUDA "
+        f"context each), but {device_name} has {total_bytes / _GIB:.2f} GiB"
     )
+    if context_bytes >= total_bytes:
+        raise InvalidValueError(
+            f"{summary}; the CUDA context alone does not fit, so use a GPU with "
+            "more memory or device 'cpu'"
+        )
+    fixes = ["diffuse fewer samples at a time"]
+    if dtype != "float32":
+        fixes.append("use dtype='float32' (half the memory of float64)")
+    if fit >= 1 and sharing > fit:
+        fixes.append(
+            f"put fewer actors on each GPU: gpus_per_actor={1 / fit:.4g} places "
+            f"at most {fit} on each GPU and needs "
+            f"{math.ceil(len(per_actor) / fit)} GPUs"
+        )
+    elif fit < 1:
+        fixes[0] += " (even one actor alone does not fit)"
+    raise InvalidValueError(f"{summary}. Fixes: {'; '.join(fixes)}")
 
 
 def check_gpu_options(backend: ArrayBackend, gpus_per_actor: float | None) -> None:
@@ -315,6 +325,7 @@ def place_on_gpus(
         sharing,
         context_bytes=CUDA_CONTEXT_BYTES,
         device_name=device_name,
+        dtype=backend.dtype,
     )
     return share
 
