@@ -28,6 +28,7 @@ from sheafsim.dynamics import (
     _check_steps,
     _positive,
     initial_state,
+    network_on,
 )
 from sheafsim.errors import InvalidValueError
 from sheafsim.neural import NeuralSheaf
@@ -477,10 +478,7 @@ pin_initial_state, output_mode, check_step
 
 def host_network(net: NeuralSheaf) -> NeuralSheaf:
     """Return ``net`` with host numpy float64 weights, copying it if needed."""
-    arrays = [*net.weights, *net.biases]
-    if all(isinstance(a, np.ndarray) and a.dtype == np.float64 for a in arrays):
-        return net
-    return ArrayBackend().network(net)
+    return network_on(ArrayBackend(), net)
 
 
 def host_array(value: Any) -> Any:
