@@ -304,7 +304,12 @@ def test_sigkilled_cli_run_leaves_readable_tables(tmp_path):
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and process.poll() is None:
-            if read_table_rows(directory / "convergence.parquet") >= 3:
+            # One flush writes the tables one after the other, so wait until
+            # both tables have rows before the kill.
+            if (
+                read_table_rows(directory / "convergence.parquet") >= 3
+                and read_table_rows(directory / "edges.parquet") > 0
+            ):
                 break
             time.sleep(0.3)
         ended = process.poll() is not None
