@@ -145,9 +145,9 @@ def load_dataset(
         raise InvalidValueError(
             f"unknown data set {name!r}; use one of {list(DATASETS)}"
         )
-    seed = _check_count("seed", seed, minimum=0)
-    n_train = _check_count("n_train", n_train, minimum=1)
-    n_test = _check_count("n_test", n_test, minimum=1)
+    seed = check_count("seed", seed, minimum=0)
+    n_train = check_count("n_train", n_train, minimum=1)
+    n_test = check_count("n_test", n_test, minimum=1)
     if name == "digits":
         return _digits(seed)
     rng = np.random.default_rng(seed)
@@ -163,7 +163,8 @@ def load_dataset(
     return _classification(name, x, labels, n_train, n_classes)
 
 
-def _check_count(name: str, value: Any, minimum: int) -> int:
+def check_count(name: str, value: Any, minimum: int) -> int:
+    """Return ``value`` as an int after checking it is an integer >= ``minimum``."""
     if (
         isinstance(value, bool)
         or not isinstance(value, int | np.integer)

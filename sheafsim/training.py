@@ -36,6 +36,7 @@ import numpy as np
 from sheafsim._backend import namespace, to_numpy
 from sheafsim._kernels import neural_forces, neural_residuals
 from sheafsim.backend import ArrayBackend, backend_of, resolve_backend
+from sheafsim.datasets import check_count
 from sheafsim.dynamics import _apply_hard_pins, _positive, initial_state, network_on
 from sheafsim.errors import InvalidValueError
 from sheafsim.losses import accuracy, loss_for_output, prepare_labels
@@ -312,23 +313,8 @@ def spectra_row(net: NeuralSheaf, x: Any, epoch: int, step: int) -> dict[str, An
     return row
 
 
-def check_count(name: str, value: Any, minimum: int) -> int:
-    """Check an integer option that must be at least ``minimum``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | np.integer)
-        or value < minimum
-    ):
-        raise InvalidValueError(
-            f"{name}={value!r} is invalid; use an integer >= {minimum}"
-        )
-    return int(value)
-
-
 def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise InvalidValueError(f"{name}={value!r} is invalid; use an integer >= 1")
-    return int(value)
+    return check_count(name, value, minimum=1)
 
 
 def _training_backend(
