@@ -372,7 +372,7 @@ def time_heat_step(
     def heat(count: int) -> float:
         backend.synchronize()
         with warnings.catch_warnings():
-            # tol = 1e-300 asks for a fixed number of steps, also in float32.
+            # tol = 1e-300 requests a fixed number of steps, also in float32.
             warnings.simplefilter("ignore", UserWarning)
             result = ss.diffuse(
                 net,

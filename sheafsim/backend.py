@@ -189,7 +189,7 @@ class ArrayBackend:
         return {key: self.asarray(value) for key, value in state.items()}
 
     def matches(self, array: Any) -> bool:
-        """Whether ``array`` already lives on this backend."""
+        """Return whether ``array`` already lives on this backend."""
         if self.name == "numpy":
             return isinstance(array, np.ndarray) and array.dtype == self.dtype
         torch = _import_torch()

@@ -61,7 +61,7 @@ def _time_steps(
 ) -> tuple[float, np.ndarray]:
     """Return the seconds per heat step and the final output as float64."""
     with warnings.catch_warnings():
-        # tol = 1e-300 asks for a fixed number of steps, also in float32.
+        # tol = 1e-300 requests a fixed number of steps, also in float32.
         warnings.simplefilter("ignore", UserWarning)
         result = diffuse(
             net,

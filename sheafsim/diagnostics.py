@@ -4,8 +4,8 @@ Bosca and Ghrist (arXiv:2603.14831) read a network through its sheaf in three
 ways, all implemented here:
 
 * :func:`discord` splits the sheaf energy of a state over the edges. The
-  discord of an edge is the mean over the batch of its squared residual norm;
-  summed by layer (affine ``l`` + activation ``l``, the output edge in layer
+  discord of an edge is the mean over the batch of its squared residual norm.
+  It is summed by layer (affine ``l`` + activation ``l``, the output edge in layer
   ``k + 1``), by edge type, or in total (``2 E``, zero at the forward pass).
 * :func:`pinned_discord` starts at the forward pass, hard-pins the output to
   the labels and diffuses. The discord left on each edge shows where in the
@@ -106,7 +106,7 @@ class DiscordReport:
         return {name: np.sum(r * r, axis=0) for name, r in self.residuals.items()}
 
     def table(self) -> pa.Table:
-        """One row per edge: ``edge``, ``edge_type``, ``layer``, ``discord``."""
+        """Return one row per edge: ``edge``, ``edge_type``, ``layer``, ``discord``."""
         names = list(self.per_edge)
         return pa.table(
             {
@@ -239,7 +239,7 @@ def discord(net: Any, x: Any, state: Any = None) -> DiscordReport:
         Free stalks ``z1, a1, ..., z{k+1}[, y_out]`` of shape ``(dim, batch)``
         (extra keys such as ``x`` are ignored), or a
         :class:`~sheafsim.dynamics.DiffusionResult` or actor result whose
-        ``.state`` holds them. Default: the forward pass, where every discord
+        ``.state`` contains them. Default: the forward pass, where every discord
         is 0.
 
     Returns
@@ -369,7 +369,7 @@ class PinnedDiscordResult:
     energy_trace : dict of str to list
         ``"step"`` and ``"energy"`` every ``check_every`` steps.
     diffusion : DiffusionResult or ActorRunResult
-        The last diffusion call; its ``state`` holds the final stalks.
+        The last diffusion call. Its ``state`` contains the final stalks.
     backend : str
         ``"inprocess"`` or ``"actors"``.
     dt : float
@@ -411,7 +411,7 @@ OSCILLATION_RTOL = 1e-3
 
 
 def _energy_settled(trace: dict[str, list], rtol: float) -> bool:
-    """Whether the energy has stopped moving between the last checks.
+    """Return whether the energy has stopped moving between the last checks.
 
     Settled: the last change is below ``rtol`` of the energy, or the last three
     changes alternate in sign and stay below ``OSCILLATION_RTOL`` of it (a
@@ -515,10 +515,10 @@ def pinned_discord(
             "drop them or pass backend='actors'"
         )
     managed = {"init", "state", "pins", "soft_pins", "min_steps", "output_mode"}
-    taken = sorted((managed | {"integrator"}) & set(actor_options))
-    if taken:
+    conflicting = sorted((managed | {"integrator"}) & set(actor_options))
+    if conflicting:
         raise InvalidValueError(
-            f"pinned_discord sets {taken} itself (forward-pass start, the output "
+            f"pinned_discord sets {conflicting} itself (forward-pass start, the output "
             "pin, Euler); leave them out"
         )
     recording = sorted({"record_dir", "run_id", "overwrite"} & set(actor_options))

@@ -95,7 +95,7 @@ class VertexCounters:
 
 @dataclass
 class EndDiagnostics:
-    """What a vertex returns from :meth:`VertexActor.end_diagnostics`.
+    """Diagnostics a vertex returns from :meth:`VertexActor.end_diagnostics`.
 
     Attributes
     ----------
